@@ -1,0 +1,178 @@
+"""The controller glues the orchestrator to the stage pools.
+
+It is the one synchronous decision loop both runtimes drive: they report
+events (a run arrives, a call finishes or fails, time passes) and get back
+``Action``s to carry out (start a call on an engine, stop a call, report a
+finished run). It owns the stage -> pool map and the engine -> pool map.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Union
+
+from cortex.core import ERROR, CallResult, EngineRequest, RunStatus
+from cortex.engine.base import EngineView
+from cortex.orchestrator.orchestrator import Orchestrator, Step
+from cortex.orchestrator.run import Run, StageCall
+from cortex.pool.placement import Layout
+from cortex.pool.pool import StagePool
+from cortex.pool.router import ROUTERS
+from cortex.pool.scheduler import SCHEDULERS
+
+
+class StartCall(NamedTuple):
+    call: StageCall
+    engine_id: str
+
+
+class CancelCall(NamedTuple):
+    call: StageCall
+
+
+class RunFinished(NamedTuple):
+    run: Run
+
+
+Action = Union[StartCall, CancelCall, RunFinished]
+Preparer = Callable[[StageCall], EngineRequest]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorSlot:
+    """A tool worker as the tool pool's router sees it."""
+
+    engine_id: str
+    max_concurrency: int = 1
+
+    def cached_prefix_len(self, tokens: list[int]) -> int:
+        return 0
+
+
+class Controller:
+    """Args:
+        orchestrator: owns runs.
+        layout: pools and which stages they serve.
+        engines: engine views per pool name (tool pools get ``ExecutorSlot``s if absent).
+        prepare: builds the engine request (with prompt token ids) for an LLM call.
+        max_queue: bounded queue length of every pool.
+        load_bound: prefix-affinity load bound.
+    """
+
+    def __init__(self, orchestrator: Orchestrator, layout: Layout,
+                 engines: dict[str, list[EngineView]], prepare: Preparer,
+                 max_queue: int = 1024, load_bound: int = 2) -> None:
+        self.orchestrator = orchestrator
+        self.layout = layout
+        self.prepare = prepare
+        self.pools: dict[str, StagePool] = {}
+        self.engine_pool: dict[str, str] = {}
+        for spec in layout.pools:
+            router = ROUTERS.get(spec.router)(load_bound=load_bound)
+            pool = StagePool(spec.name, spec.stages, SCHEDULERS.get(spec.scheduler), router,
+                             max_queue=max_queue)
+            views = engines.get(spec.name) or [
+                ExecutorSlot(f"{spec.name}-{i}") for i in range(spec.num_engines)]
+            for view in views:
+                pool.add_engine(view)
+                self.engine_pool[view.engine_id] = spec.name
+            self.pools[spec.name] = pool
+        self._stage_pool = {s: p.name for p in layout.pools for s in p.stages}
+
+    # ---- events --------------------------------------------------------------
+    def admit(self, workflow: str, inputs: dict[str, Any], now: float, **kwargs: Any
+              ) -> tuple[Run, list[Action]]:
+        """Admit a run (raises KeyError/ValueError on bad input, before any state changes)."""
+        run, step = self.orchestrator.admit(workflow, inputs, now, **kwargs)
+        return run, self._apply(step, now)
+
+    def complete(self, call: StageCall, result: CallResult, now: float) -> list[Action]:
+        if not self.is_live(call):
+            return []  # cancelled earlier; its slot was freed then
+        pool = self.pools[call.pool]
+        usage = result.usage
+        pool.finished(call, usage.prompt_tokens, usage.cached_prompt_tokens, usage.service_s)
+        return self._apply(self.orchestrator.complete(call, result, now), now)
+
+    def fail_call(self, call: StageCall, error: str, now: float) -> list[Action]:
+        """An engine failed ``call``: mark the engine unhealthy and retry the call
+        once on another healthy engine of the same pool; otherwise the call
+        fails with the reason (and the workflow decides what an error means)."""
+        if not self.is_live(call):
+            return []
+        pool = self.pools[call.pool]
+        failed_on = call.engine_id
+        pool.finished(call, 0, 0, 0.0)
+        if call.stage.is_llm:
+            pool.set_healthy(failed_on, False)
+        run = self.orchestrator.runs.get(call.run_id)
+        can_retry = (call.num_retries == 0 and run is not None and call.call_id in run.inflight
+                     and any(e != failed_on for e in pool.healthy_engines()))
+        if can_retry:
+            call.num_retries += 1
+            call.started_at, call.engine_id = None, ""
+            if pool.submit(call, call.queued_at):  # keeps its place in line
+                return self._dispatch(now)
+        why = f"engine {failed_on or '?'} failed: {error}"
+        if call.num_retries:
+            why += " (after one retry)"
+        result = CallResult(ERROR, {}, engine_id=failed_on, error=why)
+        return self._apply(self.orchestrator.complete(call, result, now), now)
+
+    def set_engine_health(self, engine_id: str, healthy: bool, now: float) -> list[Action]:
+        self.pools[self.engine_pool[engine_id]].set_healthy(engine_id, healthy)
+        return self._dispatch(now) if healthy else []
+
+    def cancel_run(self, run_id: str, now: float, reason: str = "cancelled by client",
+                   status: RunStatus = RunStatus.CANCELLED) -> list[Action]:
+        return self._apply(self.orchestrator.finish(run_id, status, reason, now), now)
+
+    def tick(self, now: float) -> list[Action]:
+        """Time out overdue runs, then dispatch."""
+        return self._apply(self.orchestrator.expire(now), now)
+
+    # ---- internals -------------------------------------------------------------
+    def _apply(self, step: Step, now: float) -> list[Action]:
+        actions: list[Action] = []
+        pending = [step]
+        while pending:
+            step = pending.pop()
+            for call in step.cancelled:
+                actions.extend(self._cancel(call))
+            actions.extend(RunFinished(run) for run in step.finished)
+            for call in step.calls:
+                rejection = self._enqueue(call, now)
+                if rejection is not None:
+                    pending.append(rejection)
+        actions.extend(self._dispatch(now))
+        return actions
+
+    def _enqueue(self, call: StageCall, now: float) -> Step | None:
+        pool = self.pools[self._stage_pool[call.stage.name]]
+        if call.stage.is_llm:
+            call.request = self.prepare(call)
+        if pool.submit(call, now):
+            return None
+        reason = (f"admission control: pool {pool.name!r} queue is full "
+                  f"({pool.max_queue} calls) at stage {call.stage.name!r}")
+        self.orchestrator.runs[call.run_id].inflight.pop(call.call_id, None)
+        return self.orchestrator.finish(call.run_id, RunStatus.REJECTED, reason, now)
+
+    def _cancel(self, call: StageCall) -> list[Action]:
+        pool = self.pools.get(call.pool)
+        if pool is None or pool.remove(call.call_id):
+            return []
+        if call.started_at is not None:
+            pool.finished(call, 0, 0, 0.0)
+            return [CancelCall(call)]
+        return []
+
+    def _dispatch(self, now: float) -> list[Action]:
+        return [StartCall(d.call, d.engine_id)
+                for pool in self.pools.values() for d in pool.dispatch(now)]
+
+    def is_live(self, call: StageCall) -> bool:
+        run = self.orchestrator.runs.get(call.run_id)
+        return run is not None and call.call_id in run.inflight
+
+    def queue_depth(self) -> int:
+        return sum(p.queue_depth for p in self.pools.values())

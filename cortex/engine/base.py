@@ -1,0 +1,71 @@
+"""The engine contract.
+
+An engine owns its model, its KV/prefix cache and its worker (thread, process
+or remote server). Pools own the engines' queues and count their in-flight
+calls; an engine only does work and reports usage honestly.
+
+Two execution styles share one view for the router:
+
+* real engines (``BaseEngine``): ``await generate(request)`` in the asyncio runtime;
+* the simulated engine (``cortex.engine.sim.SimEngine``) is stepped by the
+  discrete-event simulator's clock.
+
+Both expose ``engine_id``, ``max_concurrency`` and ``cached_prefix_len(tokens)``,
+which is all a router may look at.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Protocol
+
+from cortex.core import Completion, EngineRequest
+
+
+class EngineError(RuntimeError):
+    """An engine failed a call (crash, timeout, bad response). Retryable elsewhere."""
+
+
+class EngineView(Protocol):
+    engine_id: str
+    max_concurrency: int
+
+    def cached_prefix_len(self, tokens: list[int]) -> int:
+        """Number of leading ``tokens`` this engine holds in its cache right now."""
+        ...
+
+
+class BaseEngine(abc.ABC):
+    """A real engine driven by the asyncio runtime."""
+
+    engine_id: str
+    model: str
+    max_concurrency: int = 1
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Load the model / connect. Raises ``ValueError`` with a clear message on bad config."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the model, threads, processes and connections."""
+
+    @abc.abstractmethod
+    def tokenize(self, request: EngineRequest) -> list[int]:
+        """Token ids of the request's full prompt (chat template applied).
+
+        Must be cheap and thread-safe: the runtime calls it on the event loop.
+        Backends that cannot tokenize locally return [] (routing then falls
+        back to load only).
+        """
+
+    @abc.abstractmethod
+    def cached_prefix_len(self, tokens: list[int]) -> int:
+        """Leading tokens of ``tokens`` held in this engine's prefix cache (0 if unknown)."""
+
+    @abc.abstractmethod
+    async def generate(self, request: EngineRequest) -> Completion:
+        """Run one call. Raises ``EngineError`` on failure; honours cancellation."""
+
+    async def probe(self) -> bool:
+        """Health check used before an unhealthy engine is reused."""
+        return True

@@ -1,0 +1,192 @@
+"""A stage pool: owns its queue, its engines' slots and their health.
+
+The pool is synchronous: ``submit`` enqueues (or refuses when the bounded
+queue is full), ``dispatch(now)`` pairs queued calls with engines according to
+the scheduler (order) and router (engine choice), ``finished`` frees a slot.
+The runtime actually starts the work.
+"""
+from __future__ import annotations
+
+import bisect
+import itertools
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from cortex.engine.base import EngineView
+from cortex.orchestrator.run import StageCall
+from cortex.pool.router import BaseRouter, Candidate
+from cortex.pool.scheduler import Scheduler, SortKey
+
+
+@dataclass(slots=True)
+class PoolStats:
+    num_calls: int = 0
+    num_rejected: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    queue_wait_s: float = 0.0
+    busy_s: float = 0.0
+    num_slo_met: int = 0
+    num_slo_total: int = 0
+
+    @property
+    def prefix_hit_rate(self) -> float:
+        return self.cached_prompt_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+
+class Dispatch(NamedTuple):
+    call: StageCall
+    engine_id: str
+
+
+class PoolSnapshot(NamedTuple):
+    name: str
+    stages: tuple[str, ...]
+    engine_ids: tuple[str, ...]
+    healthy: tuple[str, ...]
+    queue_depth: int
+    in_flight: int
+    capacity: int
+    prefix_hit_rate: float
+
+
+@dataclass(slots=True)
+class _EngineSlot:
+    view: EngineView
+    in_flight: int = 0
+    healthy: bool = True
+    draining: bool = False
+
+
+@dataclass
+class StagePool:
+    """Args:
+        name: pool name (a stage name under ``cortex``, ``llm`` under shared policies).
+        stages: stages this pool serves.
+        scheduler: queue-order key function.
+        router: engine-choice policy.
+        max_queue: bounded queue; a call beyond it is refused (its run is rejected).
+        scan_window: how deep ``dispatch`` looks past calls waiting for a busy engine.
+    """
+
+    name: str
+    stages: tuple[str, ...]
+    scheduler: Scheduler
+    router: BaseRouter
+    max_queue: int = 1024
+    scan_window: int = 64
+    stats: PoolStats = field(default_factory=PoolStats)
+    _slots: dict[str, _EngineSlot] = field(default_factory=dict)
+    _queue: list[tuple[SortKey, StageCall]] = field(default_factory=list)
+    _seq: itertools.count = field(default_factory=itertools.count)
+
+    # ---- engines -----------------------------------------------------------
+    def add_engine(self, view: EngineView) -> None:
+        self._slots[view.engine_id] = _EngineSlot(view)
+
+    def remove_engine(self, engine_id: str) -> EngineView:
+        """Detach an idle engine (the allocator drains it first)."""
+        slot = self._slots[engine_id]
+        if slot.in_flight:
+            raise RuntimeError(f"engine {engine_id} still has {slot.in_flight} calls in flight")
+        del self._slots[engine_id]
+        return slot.view
+
+    def set_healthy(self, engine_id: str, healthy: bool) -> None:
+        self._slots[engine_id].healthy = healthy
+
+    def set_draining(self, engine_id: str, draining: bool) -> None:
+        self._slots[engine_id].draining = draining
+
+    @property
+    def engine_ids(self) -> list[str]:
+        return list(self._slots)
+
+    def healthy_engines(self) -> list[str]:
+        return [e for e, s in self._slots.items() if s.healthy]
+
+    def in_flight(self, engine_id: str) -> int:
+        return self._slots[engine_id].in_flight
+
+    # ---- queue -------------------------------------------------------------
+    def can_admit(self) -> bool:
+        return len(self._queue) < self.max_queue
+
+    def submit(self, call: StageCall, now: float) -> bool:
+        """Enqueue ``call``; False when the queue is full (caller rejects the run)."""
+        if not self.can_admit():
+            self.stats.num_rejected += 1
+            return False
+        call.queued_at, call.pool, call.seq = now, self.name, next(self._seq)
+        bisect.insort(self._queue, (self.scheduler(call), call), key=lambda item: item[0])
+        return True
+
+    def remove(self, call_id: str) -> bool:
+        """Drop a queued call (its run was cancelled); False if it is not queued."""
+        for i, (_, call) in enumerate(self._queue):
+            if call.call_id == call_id:
+                del self._queue[i]
+                return True
+        return False
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def queued(self) -> list[StageCall]:
+        return [call for _, call in self._queue]
+
+    # ---- dispatch ----------------------------------------------------------
+    def dispatch(self, now: float) -> list[Dispatch]:
+        """Pair queued calls with engines, in scheduler order."""
+        live = {e: s for e, s in self._slots.items() if s.healthy and not s.draining}
+        free = {e: s.view.max_concurrency - s.in_flight for e, s in live.items()}
+        if not self._queue or not any(v > 0 for v in free.values()):
+            return []
+        waiting = dict.fromkeys(live, 0)
+        out, kept, scanned = [], [], 0
+        for item in self._queue:
+            call = item[1]
+            if scanned >= self.scan_window or not any(v > 0 for v in free.values()):
+                kept.append(item)
+                continue
+            scanned += 1
+            engine_id = self.router.choose(self._candidates(live, free, waiting, call), call)
+            if engine_id is None or free.get(engine_id, 0) <= 0:
+                if engine_id is not None:
+                    waiting[engine_id] += 1
+                kept.append(item)
+                continue
+            free[engine_id] -= 1
+            live[engine_id].in_flight += 1
+            call.engine_id, call.started_at = engine_id, now
+            self.stats.queue_wait_s += now - call.queued_at
+            out.append(Dispatch(call, engine_id))
+        self._queue = kept
+        return out
+
+    def _candidates(self, live: dict[str, _EngineSlot], free: dict[str, int],
+                    waiting: dict[str, int], call: StageCall) -> list[Candidate]:
+        tokens = call.request.prompt_tokens if call.request is not None else None
+        use_prefix = self.router.needs_prefix and bool(tokens)
+        return [Candidate(e, s.in_flight + waiting[e], free[e],
+                          s.view.cached_prefix_len(tokens) if use_prefix else 0)
+                for e, s in live.items()]
+
+    def finished(self, call: StageCall, prompt_tokens: int, cached_tokens: int | None,
+                 service_s: float, met_deadline: bool | None = None) -> None:
+        """Free the call's slot and account its usage."""
+        slot = self._slots.get(call.engine_id)
+        if slot is not None and slot.in_flight > 0:
+            slot.in_flight -= 1
+        self.stats.num_calls += 1
+        self.stats.prompt_tokens += prompt_tokens
+        self.stats.cached_prompt_tokens += cached_tokens or 0
+        self.stats.busy_s += service_s
+
+    def snapshot(self) -> PoolSnapshot:
+        return PoolSnapshot(
+            self.name, self.stages, tuple(self._slots), tuple(self.healthy_engines()),
+            len(self._queue), sum(s.in_flight for s in self._slots.values()),
+            sum(s.view.max_concurrency for s in self._slots.values()),
+            self.stats.prefix_hit_rate)

@@ -1,0 +1,253 @@
+"""Compile a workflow spec (a dict from YAML or the builder) into a validated graph.
+
+Both front ends produce the same plain-dict spec, so they compile to the same
+``CompiledWorkflow``. Every error names the source, the field path and the stage.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from cortex.core import SamplingParams, StageKind
+from cortex.workflow.errors import WorkflowError
+from cortex.workflow.graph import (
+    END,
+    JOIN_ALL,
+    JOIN_FIRST_OK,
+    CompiledWorkflow,
+    Edge,
+    LlmSpec,
+    Stage,
+    template_vars,
+)
+
+DEFAULT_PRIOR_S = {StageKind.LLM: 1.0, StageKind.TOOL: 0.05}
+_SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "stop", "seed")
+
+
+def load_workflow(path: str | Path, tool_exists: Callable[[str], bool] | None = None
+                  ) -> CompiledWorkflow:
+    """Read and compile a YAML workflow file.
+
+    Raises:
+        WorkflowError: unreadable file, bad YAML, or an invalid spec (message names the field).
+    """
+    source = str(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise WorkflowError(source, "", f"cannot read workflow file: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise WorkflowError(source, "", f"invalid YAML: {exc}") from None
+    return compile_workflow(data, source=source, tool_exists=tool_exists)
+
+
+def compile_workflow(spec: Any, source: str = "<builder>",
+                     tool_exists: Callable[[str], bool] | None = None) -> CompiledWorkflow:
+    """Validate ``spec`` and build the graph.
+
+    Args:
+        spec: the workflow as plain data (see docs/workflows.md).
+        source: file name (or ``<builder>``) used in error messages.
+        tool_exists: predicate for tool names; defaults to the built-in tool registry.
+    """
+    return _Compiler(source, tool_exists or _registry_has_tool).compile(spec)
+
+
+def _registry_has_tool(name: str) -> bool:
+    from cortex.tools import TOOLS, load_builtin_tools
+
+    load_builtin_tools()
+    return name in TOOLS
+
+
+class _Compiler:
+    def __init__(self, source: str, tool_exists: Callable[[str], bool]) -> None:
+        self.source = source
+        self.tool_exists = tool_exists
+
+    def fail(self, path: str, message: str, stage: str | None = None) -> WorkflowError:
+        return WorkflowError(self.source, path, message, stage)
+
+    def compile(self, spec: Any) -> CompiledWorkflow:
+        if not isinstance(spec, dict):
+            raise self.fail("", "a workflow must be a mapping with 'name' and 'stages'")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            raise self.fail("name", "missing or empty workflow name")
+        inputs = self._inputs(spec.get("inputs", []))
+        raw_stages = spec.get("stages")
+        if not isinstance(raw_stages, list) or not raw_stages:
+            raise self.fail("stages", "a workflow needs a non-empty list of stages")
+        names = self._stage_names(raw_stages)
+        stages = {n: self._stage(raw, f"stages[{i}]", names)
+                  for i, (n, raw) in enumerate(zip(names, raw_stages))}
+        entry = names[0]
+        self._check_reachable(stages, entry, names)
+        self._check_loops(stages, names)
+        self._check_templates(stages, inputs, names)
+        output = spec.get("output")
+        if output is not None and output not in stages:
+            raise self.fail("output", f"unknown stage {output!r}; known: {', '.join(names)}")
+        slo = spec.get("slo_ms")
+        if slo is not None and (not isinstance(slo, (int, float)) or slo <= 0):
+            raise self.fail("slo_ms", f"must be a positive number of milliseconds, got {slo!r}")
+        return CompiledWorkflow(
+            name=name, inputs=inputs, stages=stages, entry=entry, output=output,
+            source=self.source, default_slo_s=None if slo is None else slo / 1000.0,
+            description=str(spec.get("description", "")),
+        )
+
+    def _inputs(self, raw: Any) -> tuple[str, ...]:
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise self.fail("inputs", "must be a list of input names")
+        return tuple(raw)
+
+    def _stage_names(self, raw_stages: list[Any]) -> list[str]:
+        names: list[str] = []
+        for i, raw in enumerate(raw_stages):
+            if not isinstance(raw, dict):
+                raise self.fail(f"stages[{i}]", "each stage must be a mapping")
+            name = raw.get("name")
+            if not isinstance(name, str) or not name.isidentifier():
+                raise self.fail(f"stages[{i}].name", f"stage name must be an identifier, got {name!r}")
+            if name in names:
+                raise self.fail(f"stages[{i}].name", "duplicate stage name", name)
+            names.append(name)
+        return names
+
+    def _stage(self, raw: dict[str, Any], path: str, names: list[str]) -> Stage:
+        name = raw["name"]
+        has_llm, has_tool = "llm" in raw, "tool" in raw
+        if has_llm == has_tool:
+            raise self.fail(path, "a stage needs exactly one of 'llm' or 'tool'", name)
+        kind = StageKind.LLM if has_llm else StageKind.TOOL
+        llm = self._llm(raw["llm"], f"{path}.llm", name) if has_llm else None
+        tool = raw.get("tool")
+        if has_tool and (not isinstance(tool, str) or not self.tool_exists(tool)):
+            raise self.fail(f"{path}.tool", f"unknown tool {tool!r}", name)
+        args = raw.get("args", {})
+        if not isinstance(args, dict):
+            raise self.fail(f"{path}.args", "must be a mapping of argument templates", name)
+        fanout, join = raw.get("fanout", 1), raw.get("join", JOIN_FIRST_OK)
+        if not isinstance(fanout, int) or isinstance(fanout, bool) or fanout < 1:
+            raise self.fail(f"{path}.fanout", f"must be an integer >= 1, got {fanout!r}", name)
+        if join not in (JOIN_FIRST_OK, JOIN_ALL):
+            raise self.fail(f"{path}.join", f"must be '{JOIN_FIRST_OK}' or '{JOIN_ALL}'", name)
+        prior = raw.get("expected_service_ms")
+        if prior is not None and (not isinstance(prior, (int, float)) or prior <= 0):
+            raise self.fail(f"{path}.expected_service_ms", "must be a positive number", name)
+        output_as = raw.get("output_as")
+        if output_as is not None and (not isinstance(output_as, str) or not output_as.isidentifier()):
+            raise self.fail(f"{path}.output_as", "must be an identifier", name)
+        return Stage(
+            name=name, kind=kind, edges=self._edges(raw.get("next"), f"{path}.next", name, names),
+            llm=llm, tool=tool, args=args, fanout=fanout, join=join, output_as=output_as,
+            prior_service_s=prior / 1000.0 if prior else DEFAULT_PRIOR_S[kind],
+        )
+
+    def _llm(self, raw: Any, path: str, stage: str) -> LlmSpec:
+        if not isinstance(raw, dict):
+            raise self.fail(path, "must be a mapping with 'user' (and optional 'system')", stage)
+        user = raw.get("user", raw.get("prompt"))
+        if not isinstance(user, str) or not user.strip():
+            raise self.fail(f"{path}.user", "missing prompt template", stage)
+        system = raw.get("system", "")
+        if not isinstance(system, str):
+            raise self.fail(f"{path}.system", "must be a string", stage)
+        kwargs: dict[str, Any] = {}
+        for key in _SAMPLING_FIELDS:
+            if key in raw:
+                kwargs[key] = tuple(raw[key]) if key == "stop" else raw[key]
+        try:
+            params = SamplingParams(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise self.fail(path, f"bad sampling parameters: {exc}", stage) from None
+        for key in ("max_tokens",):
+            if not isinstance(getattr(params, key), int) or getattr(params, key) < 1:
+                raise self.fail(f"{path}.{key}", "must be a positive integer", stage)
+        parse = raw.get("parse", "text")
+        if parse not in ("text", "sql"):
+            raise self.fail(f"{path}.parse", f"unknown parser {parse!r} (known: text, sql)", stage)
+        return LlmSpec(system=system, user=user, params=params, model=raw.get("model"),
+                       parse=parse)
+
+    def _edges(self, raw: Any, path: str, stage: str, names: list[str]) -> tuple[Edge, ...]:
+        if raw is None:
+            return ()
+        if isinstance(raw, str):
+            raw = [{"goto": raw}]
+        if not isinstance(raw, list):
+            raise self.fail(path, "must be a stage name or a list of {when, goto}", stage)
+        return tuple(self._edge(e, f"{path}[{i}]", stage, names) for i, e in enumerate(raw))
+
+    def _edge(self, raw: Any, path: str, stage: str, names: list[str]) -> Edge:
+        if isinstance(raw, str):
+            raw = {"goto": raw}
+        if not isinstance(raw, dict):
+            raise self.fail(path, "an edge must be a mapping {when, goto, max_traversals}", stage)
+        target = raw.get("goto")
+        if target != END and target not in names:
+            raise self.fail(f"{path}.goto", f"unknown stage {target!r}; known: "
+                            f"{', '.join(names)} or {END}", stage)
+        when = raw.get("when")
+        if isinstance(when, str):
+            when = [when]
+        if when is not None and (not isinstance(when, list) or not all(
+                isinstance(w, str) and w for w in when)):
+            raise self.fail(f"{path}.when", "must be an outcome label or a list of labels", stage)
+        budget = raw.get("max_traversals")
+        if budget is not None and (not isinstance(budget, int) or budget < 0):
+            raise self.fail(f"{path}.max_traversals", "must be an integer >= 0", stage)
+        return Edge(stage, target, None if when is None else frozenset(when), budget)
+
+    def _check_reachable(self, stages: dict[str, Stage], entry: str, names: list[str]) -> None:
+        seen, todo = {entry}, [entry]
+        while todo:
+            for edge in stages[todo.pop()].edges:
+                if edge.target != END and edge.target not in seen:
+                    seen.add(edge.target)
+                    todo.append(edge.target)
+        for i, name in enumerate(names):
+            if name not in seen:
+                raise self.fail(f"stages[{i}]", f"unreachable from the entry stage {entry!r}", name)
+
+    def _check_loops(self, stages: dict[str, Stage], names: list[str]) -> None:
+        """Every cycle must pass through an edge with ``max_traversals``."""
+        state: dict[str, int] = {}
+
+        def visit(node: str, stack: list[str]) -> None:
+            state[node] = 1
+            for edge in stages[node].edges:
+                if edge.target == END or edge.max_traversals is not None:
+                    continue
+                if state.get(edge.target) == 1:
+                    cycle = stack[stack.index(edge.target):] + [edge.target]
+                    i = names.index(node)
+                    raise self.fail(f"stages[{i}].next", "loop without a retry budget: "
+                                    f"{' -> '.join(cycle)}; set max_traversals on one of "
+                                    "its edges", node)
+                if edge.target not in state:
+                    visit(edge.target, stack + [edge.target])
+            state[node] = 2
+
+        for name in names:
+            if name not in state:
+                visit(name, [name])
+
+    def _check_templates(self, stages: dict[str, Stage], inputs: tuple[str, ...],
+                         names: list[str]) -> None:
+        known = set(inputs) | set(stages) | {s.output_as for s in stages.values() if s.output_as}
+        for i, stage in enumerate(stages.values()):
+            sources = [("args", stage.args)]
+            if stage.llm:
+                sources += [("llm.system", stage.llm.system), ("llm.user", stage.llm.user)]
+            for field_name, value in sources:
+                for var in template_vars(value):
+                    if var.split(".")[0] not in known:
+                        raise self.fail(f"stages[{i}].{field_name}",
+                                        f"template input {{{{ {var} }}}} is not a workflow input "
+                                        f"or stage output (inputs: {', '.join(inputs) or 'none'})",
+                                        stage.name)

@@ -1,0 +1,97 @@
+"""Compiled workflow graph: immutable, validated, shared by every runtime.
+
+The compiler (``cortex.workflow.compiler``) owns construction; nothing mutates
+a ``CompiledWorkflow`` afterwards, so runs, pools and the simulator may share it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from cortex.core import ERROR, SamplingParams, StageKind
+
+END = "$end"
+JOIN_FIRST_OK = "first_ok"
+JOIN_ALL = "all"
+TEMPLATE_VAR = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """Taken when the stage's outcome is in ``outcomes``.
+
+    An edge without ``when`` (``outcomes=None``) takes any outcome except
+    ``error``: a failed stage never flows on silently; handle ``error`` explicitly.
+    """
+
+    source: str
+    target: str
+    outcomes: frozenset[str] | None
+    max_traversals: int | None = None
+
+    @property
+    def edge_id(self) -> str:
+        return f"{self.source}->{self.target}"
+
+    def matches(self, outcome: str) -> bool:
+        if self.outcomes is None:
+            return outcome != ERROR
+        return outcome in self.outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class LlmSpec:
+    system: str
+    user: str
+    params: SamplingParams
+    model: str | None = None
+    parse: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: str
+    kind: StageKind
+    edges: tuple[Edge, ...]
+    llm: LlmSpec | None = None
+    tool: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    fanout: int = 1
+    join: str = JOIN_FIRST_OK
+    output_as: str | None = None
+    prior_service_s: float = 0.0
+
+    @property
+    def is_llm(self) -> bool:
+        return self.kind is StageKind.LLM
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledWorkflow:
+    name: str
+    inputs: tuple[str, ...]
+    stages: dict[str, Stage]
+    entry: str
+    output: str | None
+    source: str
+    default_slo_s: float | None = None
+    description: str = ""
+
+    def stage(self, name: str) -> Stage:
+        return self.stages[name]
+
+    @property
+    def llm_stages(self) -> list[str]:
+        return [s.name for s in self.stages.values() if s.is_llm]
+
+
+def template_vars(value: Any) -> list[str]:
+    """Every ``{{ var }}`` referenced anywhere inside a (nested) template value."""
+    if isinstance(value, str):
+        return TEMPLATE_VAR.findall(value)
+    if isinstance(value, dict):
+        return [v for item in value.values() for v in template_vars(item)]
+    if isinstance(value, (list, tuple)):
+        return [v for item in value for v in template_vars(item)]
+    return []

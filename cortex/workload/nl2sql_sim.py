@@ -1,0 +1,187 @@
+"""NL2SQL workload model for the simulator.
+
+Generates runs whose LLM prompts have the real agent's structure, as token
+ids: ``[stage system prompt + exemplars][schema of db d][question]`` for the
+generator and ``[fixer system prompt + exemplars][schema][question][failed SQL
++ error]`` for the fixer. Every random choice (database, question tokens,
+output lengths, which attempts fail, tool latencies) is drawn up front from
+the seed, so the same seed gives the same trace under every policy.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cortex.core import OK, EngineRequest, ToolResult
+
+FAIL_LABELS = ("error", "empty", "suspicious")
+_VOCAB = 49_152  # SmolLM2's vocabulary size: ids look like real ones
+
+
+@dataclass(slots=True)
+class NL2SQLWorkloadConfig:
+    """All knobs of the synthetic NL2SQL workload (defaults: an enterprise-sized agent).
+
+    Set from a real run with ``from_profile`` (written by ``cortex bench
+    --engine llamacpp``'s ``--profile-out``).
+    """
+
+    num_dbs: int = 8
+    schema_tokens: int = 1500
+    schema_spread: float = 0.3           # schema sizes vary +-30% across databases
+    system_tokens: dict[str, int] = field(
+        default_factory=lambda: {"generate": 450, "fix": 550})
+    question_tokens: int = 25
+    fix_extra_tokens: int = 80           # failed SQL + error message in the fixer prompt
+    output_tokens: dict[str, int] = field(
+        default_factory=lambda: {"generate": 60, "fix": 70})
+    p_first_fail: float = 0.3
+    p_fix_fail: float = 0.4
+    tool_latency_s: dict[str, float] = field(
+        default_factory=lambda: {"schema": 0.004, "execute": 0.02, "verify": 0.001})
+    # Optional shifting workload: list of (fraction of the trace, p_first_fail).
+    fail_schedule: list[tuple[float, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.num_dbs < 1:
+            raise ValueError("num_dbs must be >= 1")
+        for name in ("p_first_fail", "p_fix_fail"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
+
+    @classmethod
+    def from_profile(cls, path: str | Path) -> NL2SQLWorkloadConfig:
+        data = json.loads(Path(path).read_text())
+        data = data.get("workload_profile", data)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class PlannedRun:
+    """One run of the trace with all its random outcomes fixed in advance."""
+
+    run_id: str
+    arrival: float
+    db: int
+    question: list[int]
+    attempt_labels: list[str]            # verify label of attempt 1, 2, ...
+    output_tokens: list[int]             # LLM output length per LLM call, in order
+    tool_jitter: list[float]
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        return {"question": f"q-{self.run_id}", "db": f"db{self.db}"}
+
+
+def _segment(seed_key: str, length: int) -> list[int]:
+    rng = random.Random(seed_key)
+    return [rng.randrange(_VOCAB) for _ in range(length)]
+
+
+class NL2SQLWorkload:
+    """Builds the trace and answers the simulator's questions about it."""
+
+    def __init__(self, config: NL2SQLWorkloadConfig, seed: int = 0) -> None:
+        self.config = config
+        self.seed = seed
+        rng = random.Random(f"schemas-{seed}")
+        spread = config.schema_spread
+        self._schemas = [_segment(f"schema-{seed}-{d}", max(16, int(config.schema_tokens * (
+            1 + rng.uniform(-spread, spread))))) for d in range(config.num_dbs)]
+        self._system = {s: _segment(f"system-{s}", n) for s, n in config.system_tokens.items()}
+        self.runs: dict[str, PlannedRun] = {}
+
+    # ---- trace -------------------------------------------------------------
+    def trace(self, rate: float, num_runs: int) -> list[PlannedRun]:
+        """Poisson arrivals at ``rate`` runs/s; same (seed, rate, num_runs) -> same trace."""
+        rng = random.Random(f"trace-{self.seed}")
+        t, out = 0.0, []
+        for i in range(num_runs):
+            t += rng.expovariate(rate)
+            out.append(self._plan(f"r{i}", t, rng, i / max(1, num_runs)))
+        self.runs = {r.run_id: r for r in out}
+        return out
+
+    def _plan(self, run_id: str, arrival: float, rng: random.Random, frac: float) -> PlannedRun:
+        cfg = self.config
+        labels, p_fail = [], self._p_first_fail(frac)
+        for attempt in range(8):
+            fails = rng.random() < (p_fail if attempt == 0 else cfg.p_fix_fail)
+            labels.append(rng.choice(FAIL_LABELS) if fails else OK)
+            if not fails:
+                break
+        outputs = [max(1, int(rng.gauss(cfg.output_tokens["generate" if i == 0 else "fix"], 8)))
+                   for i in range(len(labels))]
+        return PlannedRun(run_id, arrival, rng.randrange(cfg.num_dbs),
+                          [rng.randrange(_VOCAB) for _ in range(cfg.question_tokens)],
+                          labels, outputs, [rng.lognormvariate(0, 0.3) for _ in range(32)])
+
+    def _p_first_fail(self, frac: float) -> float:
+        p = self.config.p_first_fail
+        for start, value in self.config.fail_schedule:
+            if frac >= start:
+                p = value
+        return p
+
+    # ---- simulator hooks -----------------------------------------------------
+    def build_request(self, call_id: str, run_id: str, stage: str, attempt: int,
+                      max_tokens: int) -> EngineRequest:
+        plan = self.runs[run_id]
+        tokens = self._system.get(stage) or _segment(f"system-{stage}", 400)
+        tokens = tokens + self._schemas[plan.db] + plan.question
+        llm_index = 0 if stage == "generate" else attempt
+        if stage != "generate":
+            tokens = tokens + _segment(f"fix-{run_id}-{attempt}", self.config.fix_extra_tokens)
+        out = plan.output_tokens[min(llm_index, len(plan.output_tokens) - 1)]
+        return EngineRequest(call_id, prompt_tokens=tokens, sim_output_tokens=min(out, max_tokens))
+
+    def tool_result(self, run_id: str, stage: str, attempt: int) -> tuple[float, ToolResult]:
+        """Latency and result of a tool call, shaped like the real NL2SQL tools' output."""
+        plan = self.runs[run_id]
+        base = self.config.tool_latency_s.get(stage, 0.001)
+        latency = base * plan.tool_jitter[(attempt * 3 + len(stage)) % len(plan.tool_jitter)]
+        if stage == "schema":
+            return latency, ToolResult(OK, {"schema": f"<schema db{plan.db}>", "tables": [],
+                                            "db_path": f"db{plan.db}"})
+        if stage == "execute":
+            return latency, ToolResult(OK, {"sql": "SELECT 1", "columns": [], "rows": [],
+                                            "truncated": False, "error": ""})
+        label = plan.attempt_labels[min(attempt - 1, len(plan.attempt_labels) - 1)]
+        return latency, ToolResult(label, {"label": label, "message": label, "sql": "SELECT 1",
+                                           "rows": [], "columns": []})
+
+    def expected_outcomes(self) -> dict[str, dict[str, float]]:
+        """Outcome probabilities per stage, for the ``cortex`` engine split."""
+        p1, pf = self.config.p_first_fail, self.config.p_fix_fail
+        # verify sees first attempts and fixes; weight by their expected counts.
+        fixes = p1 / (1 - pf) if pf < 1 else 3.0
+        p_fail = (p1 + fixes * pf) / (1 + fixes)
+        return {"verify": {OK: 1 - p_fail, "error": p_fail}}
+
+    def expected_service_s(self, prefill_s_per_token: float, decode_s_per_token: float
+                           ) -> dict[str, float]:
+        cfg = self.config
+        base = cfg.schema_tokens + cfg.question_tokens
+        return {
+            stage: (cfg.system_tokens.get(stage, 400) + base
+                    + (cfg.fix_extra_tokens if stage == "fix" else 0)) * prefill_s_per_token
+            + cfg.output_tokens.get(stage, 60) * decode_s_per_token
+            for stage in ("generate", "fix")
+        } | {s: v for s, v in cfg.tool_latency_s.items()}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 100]); 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import pytest
+
+from cortex.pool.placement import build_layout, expected_stage_work, split_engines
+from cortex.pool.pool import StagePool
+from cortex.pool.router import ROUTERS, Candidate, PrefixAffinityRouter
+from cortex.pool.scheduler import SCHEDULERS
+from tests.factories import FakeView, loop_workflow, make_call
+
+
+def pool(scheduler="fcfs", router="least_loaded", views=(), max_queue=8, **kw):
+    p = StagePool("p", ("gen",), SCHEDULERS.get(scheduler), ROUTERS.get(router)(**kw),
+                  max_queue=max_queue)
+    for v in views:
+        p.add_engine(v)
+    return p
+
+
+def test_fcfs_orders_by_arrival():
+    p = pool(views=[FakeView("e0")])
+    for i, t in enumerate([3.0, 1.0, 2.0]):
+        p.submit(make_call(f"c{i}"), t)
+    assert [c.call_id for c in p.queued()] == ["c1", "c2", "c0"]
+
+
+def test_slack_orders_least_slack_first_then_shorter_service():
+    p = pool("slack", views=[FakeView("e0")])
+    p.submit(make_call("loose", slack_key=9.0), 0.0)
+    p.submit(make_call("tight_long", slack_key=2.0, expected_s=5.0), 0.1)
+    p.submit(make_call("tight_short", slack_key=2.0, expected_s=1.0), 0.2)
+    assert [c.call_id for c in p.queued()] == ["tight_short", "tight_long", "loose"]
+    (d,) = p.dispatch(1.0)
+    assert d.call.call_id == "tight_short" and d.call.started_at == 1.0
+
+
+def test_bounded_queue_refuses():
+    p = pool(views=[FakeView("e0")], max_queue=2)
+    assert p.submit(make_call("a"), 0) and p.submit(make_call("b"), 0)
+    assert not p.submit(make_call("c"), 0)
+    assert p.stats.num_rejected == 1
+
+
+def test_round_robin_and_least_loaded():
+    views = [FakeView("e0", max_concurrency=2), FakeView("e1", max_concurrency=2)]
+    p = pool(router="round_robin", views=views)
+    for i in range(3):
+        p.submit(make_call(f"c{i}"), 0)
+    assert [d.engine_id for d in p.dispatch(0)] == ["e0", "e1", "e0"]
+    p = pool(router="least_loaded", views=views)
+    for i in range(3):
+        p.submit(make_call(f"c{i}"), 0)
+    assert [d.engine_id for d in p.dispatch(0)] == ["e0", "e1", "e0"]
+
+
+def test_prefix_affinity_prefers_longest_cached_prefix():
+    router = PrefixAffinityRouter(load_bound=2)
+    cands = [Candidate("e0", 0, 1, 0), Candidate("e1", 1, 1, 300)]
+    assert router.choose(cands, make_call()) == "e1"
+
+
+def test_prefix_affinity_falls_back_when_load_exceeds_bound():
+    router = PrefixAffinityRouter(load_bound=2)
+    cands = [Candidate("e0", 0, 1, 0), Candidate("e1", 3, 1, 300)]
+    assert router.choose(cands, make_call()) == "e0"
+
+
+def test_prefix_affinity_waits_for_busy_warm_engine_within_bound():
+    router = PrefixAffinityRouter(load_bound=2)
+    cands = [Candidate("e0", 0, 1, 0), Candidate("e1", 1, 0, 300)]
+    assert router.choose(cands, make_call()) == "e1"  # busy: the pool keeps the call queued
+
+
+def test_pool_affinity_spills_after_bound_of_waiting_calls():
+    p = pool(router="prefix_affinity", views=[FakeView("warm", cached=100), FakeView("cold")],
+             load_bound=1)
+    for i in range(4):
+        p.submit(make_call(f"c{i}", tokens=list(range(200))), float(i))
+    out = p.dispatch(5.0)
+    # c0 -> warm; c1 waits for warm (load 1 vs 0 within bound); c2 sees warm load 2 -> cold
+    assert [(d.call.call_id, d.engine_id) for d in out] == [("c0", "warm"), ("c2", "cold")]
+    assert [c.call_id for c in p.queued()] == ["c1", "c3"]
+
+
+def test_unhealthy_and_draining_engines_get_nothing():
+    p = pool(views=[FakeView("e0"), FakeView("e1")])
+    p.set_healthy("e0", False)
+    p.submit(make_call("a"), 0)
+    p.submit(make_call("b"), 0)
+    assert [d.engine_id for d in p.dispatch(0)] == ["e1"]
+    p.set_draining("e1", True)
+    assert p.dispatch(1) == []
+
+
+def test_finished_frees_slot_and_accounts_tokens():
+    p = pool(views=[FakeView("e0")])
+    p.submit(make_call("a"), 0)
+    p.submit(make_call("b"), 0)
+    (d,) = p.dispatch(0)
+    assert p.dispatch(0) == []
+    p.finished(d.call, 100, 60, 0.5)
+    assert [x.call.call_id for x in p.dispatch(1)] == ["b"]
+    assert p.stats.prefix_hit_rate == pytest.approx(0.6)
+
+
+def test_split_engines_by_expected_work():
+    assert split_engines({"gen": 3.0, "fix": 1.0}, 4) == {"gen": 3, "fix": 1}
+    assert split_engines({"gen": 10.0, "fix": 0.1}, 2) == {"gen": 1, "fix": 1}
+    with pytest.raises(ValueError, match="at least one engine per LLM stage"):
+        split_engines({"gen": 1.0, "fix": 1.0}, 1)
+
+
+def test_layouts_per_policy():
+    wf = loop_workflow()
+    shared = build_layout("shared-fcfs", wf, 4)
+    assert [(p.name, p.stages, p.num_engines, p.scheduler, p.router) for p in shared.pools] == [
+        ("llm", ("gen", "fix"), 4, "fcfs", "least_loaded"),
+        ("tools", ("check",), 8, "fcfs", "least_loaded")]
+    assert build_layout("shared-prefix", wf, 4).pools[0].router == "prefix_affinity"
+    work = expected_stage_work(wf, {"gen": 1.0, "fix": 1.0},
+                               {"check": {"ok": 0.5, "error": 0.5}})
+    assert work["fix"] == pytest.approx(work["gen"] * 0.75, rel=0.1)  # 0.5 + 0.25 (budget 2)
+    iso = build_layout("cortex", wf, 4, work)
+    assert {p.name: (p.num_engines, p.scheduler) for p in iso.pools if p.name != "tools"} == {
+        "gen": (2, "slack"), "fix": (2, "slack")}
+    with pytest.raises(KeyError, match="unknown placement policy"):
+        build_layout("nope", wf, 4)
