@@ -1,0 +1,102 @@
+"""The ``cortex`` command line. Each subcommand lives in its own module;
+this file only parses arguments and dispatches."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from cortex.pool.placement import PLACEMENTS
+
+    p = sub.add_parser("bench", help="replay one workload trace under several policies")
+    p.add_argument("--workload", default="nl2sql", choices=["nl2sql"])
+    p.add_argument("--engine", default="sim", choices=["sim", "llamacpp"])
+    p.add_argument("--engines", type=int, default=4, help="engine budget (same for every policy)")
+    p.add_argument("--policies", type=_names, default=PLACEMENTS.names(),
+                   help=f"comma-separated: {', '.join(PLACEMENTS.names())}")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--rate", type=float, help="arrival rate, runs/s (Poisson)")
+    rate.add_argument("--rates", type=_floats, help="sweep: comma-separated rates")
+    p.add_argument("--requests", type=int, default=500, help="runs per (policy, rate)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--slo", type=float, help="per-run SLO in seconds (default: 4x unloaded)")
+    p.add_argument("--kv-tokens", type=int, help="sim: KV capacity per engine, tokens")
+    p.add_argument("--cache-mb", type=float, help="llamacpp: prefix-cache budget per engine, MB")
+    p.add_argument("--dbs", type=int, help="nl2sql: number of databases (sim)")
+    p.add_argument("--p-fail", type=float, help="sim: first-attempt failure probability")
+    p.add_argument("--engine-profile", type=Path, help="sim: engine calibration JSON")
+    p.add_argument("--workload-profile", type=Path, help="sim: workload profile JSON")
+    p.add_argument("--profile-out", type=Path, help="llamacpp: write measured workload profile")
+    p.add_argument("--load-bound", type=int, default=2, help="prefix-affinity load bound")
+    p.add_argument("--max-queue", type=int, default=4096, help="bounded queue per pool")
+    p.add_argument("--out", type=Path, help="write results JSON here")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from cortex.bench.table import render_table
+
+    args.rates = args.rates or [args.rate or 20.0]
+    if args.engine == "sim":
+        from cortex.bench.sim_cli import bench_from_args
+    else:
+        from cortex.bench.real_bench import bench_from_args
+    report = bench_from_args(args)
+    print(render_table(report["results"]))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+_EXTRA: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cortex", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_bench(sub)
+    for add in _EXTRA:
+        add(sub)
+    for module in ("cortex.cli_run", "cortex.cli_eval", "cortex.cli_serve",
+                   "cortex.cli_report", "cortex.cli_profile"):
+        try:
+            __import__(module, fromlist=["add_parser"]).add_parser(sub)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"cortex {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def run_main() -> Any:  # pragma: no cover - console entry
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
