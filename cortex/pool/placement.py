@@ -84,12 +84,18 @@ def split_engines(work: dict[str, float], num_engines: int) -> dict[str, int]:
     return split
 
 
-def build_layout(policy: str, workflow: CompiledWorkflow, num_engines: int,
-                 work: dict[str, float] | None = None, num_tool_workers: int = 8) -> Layout:
-    """Build the pool layout for ``policy`` (a name registered in ``PLACEMENTS``)."""
-    llm_stages = workflow.llm_stages
+def build_layout(policy: str, workflow: CompiledWorkflow | list[CompiledWorkflow],
+                 num_engines: int, work: dict[str, float] | None = None,
+                 num_tool_workers: int = 8) -> Layout:
+    """Build the pool layout for ``policy`` (a name registered in ``PLACEMENTS``).
+
+    Several workflows may share a layout; stages with the same name share a pool.
+    """
+    workflows = workflow if isinstance(workflow, list) else [workflow]
+    llm_stages = list(dict.fromkeys(s for wf in workflows for s in wf.llm_stages))
     pools = PLACEMENTS.get(policy)(llm_stages, num_engines, work or {})
-    tool_stages = tuple(s for s in workflow.stages if s not in llm_stages)
+    tool_stages = tuple(dict.fromkeys(
+        s for wf in workflows for s in wf.stages if s not in llm_stages))
     if tool_stages:
         pools.append(PoolSpec(TOOL_POOL, tool_stages, num_tool_workers, "fcfs", "least_loaded"))
     return Layout(policy, tuple(pools))

@@ -1,0 +1,116 @@
+"""`cortex bench --engine llamacpp`: the same NL2SQL question trace, as Poisson
+arrivals, on real llama.cpp engines under each policy (fresh engines and
+caches per policy, so no policy inherits another's warm cache)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cortex.bench.metrics import OracleCache, summarize
+from cortex.config import parse_config
+from cortex.orchestrator.run import Run
+from cortex.runtime.build import build_runtime
+
+
+@dataclass(slots=True)
+class Arrival:
+    at: float
+    question: str
+    db: str
+
+
+def question_trace(rate: float, num_runs: int, seed: int) -> list[Arrival]:
+    """Questions drawn (seeded) from the built-in set, with Poisson arrival times."""
+    from cortex.nl2sql.datasets import load_questions
+
+    questions = load_questions()
+    rng = random.Random(seed)
+    t, out = 0.0, []
+    for _ in range(num_runs):
+        t += rng.expovariate(rate)
+        q = rng.choice(questions)
+        out.append(Arrival(t, q.question, q.db_id))
+    return out
+
+
+async def run_policy(policy: str, rate: float, trace: list[Arrival], args: argparse.Namespace
+                     ) -> tuple[dict[str, Any], list[Run]]:
+    cfg = parse_config({
+        "policy": policy, "workflows": ["nl2sql"], "max_queue": args.max_queue,
+        "load_bound": args.load_bound,
+        "engines": [{"backend": "llamacpp", "count": args.engines,
+                     "cache_mb": args.cache_mb or 64.0}],
+    }, source="<cortex bench flags>")
+    oracle = OracleCache(block_size=1)
+    runtime = await build_runtime(cfg, observe=lambda req: oracle.observe(req.prompt_tokens))
+    slo = args.slo or 60.0
+    started = time.perf_counter()
+    try:
+        t0 = runtime.clock()
+        ids = []
+        for arrival in trace:
+            await asyncio.sleep(max(0.0, t0 + arrival.at - runtime.clock()))
+            run = runtime.submit("nl2sql", {"question": arrival.question, "db": arrival.db},
+                                 slo_s=slo)
+            ids.append(run.run_id)
+        runs = [await runtime.wait(i) for i in ids]
+    finally:
+        await runtime.close()
+    wall = time.perf_counter() - started
+    llm = {s for wf in cfg.workflows for s in wf.llm_stages}
+    return summarize(policy, rate, runs, llm, oracle.prefill_tokens, wall), runs
+
+
+def workload_profile(runs: list[Run]) -> dict[str, Any]:
+    """Measured shape of the real agent, in ``NL2SQLWorkloadConfig`` keys (sim input)."""
+    prompt: dict[str, list[int]] = {}
+    output: dict[str, list[int]] = {}
+    tools: dict[str, list[float]] = {}
+    first, first_bad, fixes, fixes_bad = 0, 0, 0, 0
+    for run in runs:
+        for entry in run.trace:
+            if entry.usage.prompt_tokens:
+                prompt.setdefault(entry.stage, []).append(entry.usage.prompt_tokens)
+                output.setdefault(entry.stage, []).append(entry.usage.output_tokens)
+            else:
+                tools.setdefault(entry.stage, []).append(entry.usage.service_s)
+            if entry.stage == "verify":
+                bad = entry.outcome != "ok"
+                if entry.attempt == 1:
+                    first, first_bad = first + 1, first_bad + bad
+                else:
+                    fixes, fixes_bad = fixes + 1, fixes_bad + bad
+    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+    return {
+        "prompt_tokens": {s: round(mean(v), 1) for s, v in prompt.items()},
+        "output_tokens": {s: max(1, round(mean(v))) for s, v in output.items()},
+        "p_first_fail": round(first_bad / first, 4) if first else 0.0,
+        "p_fix_fail": round(fixes_bad / fixes, 4) if fixes else 0.0,
+        "tool_latency_s": {s: round(mean(v), 5) for s, v in tools.items()},
+        "num_runs": len(runs),
+    }
+
+
+def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    results, all_runs = [], []
+    for rate in args.rates:
+        trace = question_trace(rate, args.requests, args.seed)
+        for policy in args.policies:
+            row, runs = asyncio.run(run_policy(policy, rate, trace, args))
+            print(json.dumps(row))
+            results.append(row)
+            all_runs.extend(runs)
+    profile = workload_profile(all_runs)
+    if args.profile_out:
+        Path(args.profile_out).write_text(json.dumps({"workload_profile": profile}, indent=2))
+    config = {"workload": "nl2sql", "engine": "llamacpp", "engines": args.engines,
+              "policies": args.policies, "rates": args.rates, "requests": args.requests,
+              "seed": args.seed, "slo_s": args.slo or 60.0, "cache_mb": args.cache_mb or 64.0,
+              "load_bound": args.load_bound, "max_queue": args.max_queue}
+    return {"config": config, "results": results, "workload_profile": profile}

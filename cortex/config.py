@@ -1,0 +1,187 @@
+"""Cortex deployment config (YAML): engines, placement policy, workflows, server.
+
+    policy: cortex                 # shared-fcfs | shared-prefix | cortex
+    workflows: [nl2sql]            # built-in names or paths to workflow YAML files
+    engines:                       # the engine budget; placement splits it among pools
+      - backend: llamacpp
+        count: 2
+        model: smollm2-135m        # or a path to any .gguf file
+        cache_mb: 32               # prefix-cache budget per engine
+      - backend: openai
+        urls: [http://127.0.0.1:8000]
+        model: my-model
+    server: {host: 127.0.0.1, port: 8080, api_key_env: CORTEX_API_KEY}
+
+Errors name the field and say what to do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from cortex.engine.base import BaseEngine
+from cortex.pool.placement import PLACEMENTS
+from cortex.registry import Registry
+from cortex.workflow import CompiledWorkflow, load_workflow
+
+
+class ConfigError(ValueError):
+    def __init__(self, source: str, path: str, message: str) -> None:
+        super().__init__(f"{source}: {path}: {message}")
+
+
+EngineFactory = Callable[[str, dict[str, Any]], BaseEngine]
+BACKENDS: Registry[EngineFactory] = Registry("engine backend")
+
+
+@BACKENDS.register("llamacpp")
+def _llamacpp(engine_id: str, spec: dict[str, Any]) -> BaseEngine:
+    from cortex.engine.llamacpp import LlamaCppConfig, LlamaCppEngine
+
+    options = {k: v for k, v in spec.items() if k not in ("backend", "count", "cache_mb")}
+    if "cache_mb" in spec:
+        options["cache_capacity_bytes"] = int(float(spec["cache_mb"]) * 2**20)
+    return LlamaCppEngine(engine_id, LlamaCppConfig(**options))
+
+
+@BACKENDS.register("openai")
+def _openai(engine_id: str, spec: dict[str, Any]) -> BaseEngine:
+    from cortex.engine.openai_remote import OpenAIRemoteConfig, OpenAIRemoteEngine
+
+    options = {k: v for k, v in spec.items() if k not in ("backend", "urls", "count")}
+    return OpenAIRemoteEngine(engine_id, OpenAIRemoteConfig(**options))
+
+
+@BACKENDS.register("vllm")
+def _vllm(engine_id: str, spec: dict[str, Any]) -> BaseEngine:
+    from cortex.engine.vllm_engine import VllmConfig, VllmEngine
+
+    options = {k: v for k, v in spec.items() if k not in ("backend", "count")}
+    return VllmEngine(engine_id, VllmConfig(**options))
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None
+    max_body_bytes: int = 1 << 20
+    grace_s: float = 10.0
+
+
+@dataclass(slots=True)
+class CortexConfig:
+    policy: str = "cortex"
+    workflows: list[CompiledWorkflow] = field(default_factory=list)
+    engine_specs: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    slo_s: float = 30.0
+    max_queue: int = 256
+    load_bound: int = 2
+    tool_threads: int = 8
+    server: ServerConfig = field(default_factory=ServerConfig)
+    source: str = "<config>"
+
+    def make_engines(self) -> dict[str, BaseEngine]:
+        """Instantiate (not start) every engine; errors name the engines[i] entry."""
+        engines: dict[str, BaseEngine] = {}
+        for engine_id, spec in self.engine_specs:
+            options = {k: v for k, v in spec.items() if k != "_path"}
+            try:
+                engines[engine_id] = BACKENDS.get(spec["backend"])(engine_id, options)
+            except TypeError as exc:
+                raise ConfigError(self.source, spec["_path"], f"bad engine option: {exc}")
+        return engines
+
+
+def load_config(path: str | Path) -> CortexConfig:
+    source = str(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read config: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"invalid YAML: {exc}") from None
+    return parse_config(data, source, base_dir=Path(path).parent)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>",
+                 base_dir: Path | None = None) -> CortexConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(source, "", "the config must be a mapping")
+    policy = data.get("policy", "cortex")
+    if policy not in PLACEMENTS:
+        raise ConfigError(source, "policy", f"unknown policy {policy!r}; choose one of "
+                          f"{', '.join(PLACEMENTS.names())}")
+    cfg = CortexConfig(policy=policy, source=source)
+    cfg.workflows = [_workflow(w, f"workflows[{i}]", source, base_dir)
+                     for i, w in enumerate(data.get("workflows", ["nl2sql"]))]
+    cfg.engine_specs = _engine_specs(data.get("engines"), source)
+    for key, attr in (("slo_ms", "slo_s"), ("max_queue", "max_queue"),
+                      ("load_bound", "load_bound"), ("tool_threads", "tool_threads")):
+        if key in data:
+            value = data[key]
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(source, key, f"must be a positive number, got {value!r}")
+            setattr(cfg, attr, value / 1000.0 if key == "slo_ms" else int(value))
+    cfg.server = _server(data.get("server", {}), source)
+    return cfg
+
+
+def _workflow(entry: Any, path: str, source: str, base_dir: Path | None) -> CompiledWorkflow:
+    if entry == "nl2sql":
+        from cortex.nl2sql.workflow import load_agent
+
+        return load_agent()
+    if not isinstance(entry, str):
+        raise ConfigError(source, path, "must be 'nl2sql' or a path to a workflow YAML file")
+    file = Path(entry) if base_dir is None or Path(entry).is_absolute() else base_dir / entry
+    if not file.exists():
+        raise ConfigError(source, path, f"workflow file {file} does not exist")
+    return load_workflow(file)
+
+
+def _engine_specs(raw: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
+    if raw is None:
+        raw = [{"backend": "llamacpp", "count": 2}]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(source, "engines", "must be a non-empty list of engine groups")
+    out: list[tuple[str, dict[str, Any]]] = []
+    for i, group in enumerate(raw):
+        path = f"engines[{i}]"
+        if not isinstance(group, dict) or group.get("backend") not in BACKENDS:
+            backend = group.get("backend") if isinstance(group, dict) else group
+            raise ConfigError(source, f"{path}.backend", f"unknown backend {backend!r}; choose "
+                              f"one of {', '.join(BACKENDS.names())}")
+        if group["backend"] == "openai":
+            urls = group.get("urls") or ([group["base_url"]] if "base_url" in group else [])
+            if not urls:
+                raise ConfigError(source, f"{path}.urls", "list the server base URLs")
+            items = [dict(group, base_url=u) for u in urls]
+        else:
+            count = group.get("count", 1)
+            if not isinstance(count, int) or count < 1:
+                raise ConfigError(source, f"{path}.count", f"must be an integer >= 1, got {count!r}")
+            items = [dict(group) for _ in range(count)]
+        for item in items:
+            item.pop("urls", None)
+            item["_path"] = path
+            out.append((f"{group['backend']}-{len(out)}", item))
+    return out
+
+
+def _server(raw: Any, source: str) -> ServerConfig:
+    import os
+
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "server", "must be a mapping")
+    known = set(ServerConfig.__dataclass_fields__) | {"api_key_env"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(source, f"server.{sorted(unknown)[0]}", "unknown field")
+    options = {k: v for k, v in raw.items() if k != "api_key_env"}
+    if "api_key_env" in raw:
+        options["api_key"] = os.environ.get(raw["api_key_env"]) or options.get("api_key")
+    return ServerConfig(**options)

@@ -1,0 +1,66 @@
+"""Assemble a real-time deployment from a ``CortexConfig``: start engines, lay
+out pools for the policy, wire the controller and the asyncio runtime."""
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from cortex.config import ConfigError, CortexConfig
+from cortex.controller import Controller
+from cortex.core import EngineRequest
+from cortex.engine.base import BaseEngine
+from cortex.orchestrator.run import StageCall
+from cortex.orchestrator.orchestrator import Orchestrator
+from cortex.pool.placement import build_layout, expected_stage_work
+from cortex.runtime.realtime import RealtimeRuntime, chat_preparer
+
+
+async def start_engines(cfg: CortexConfig) -> dict[str, BaseEngine]:
+    """Create and start every engine; on any failure close the others and raise
+    a ``ConfigError`` naming the engine's config entry."""
+    engines = cfg.make_engines()
+    paths = dict((eid, spec["_path"]) for eid, spec in cfg.engine_specs)
+    results = await asyncio.gather(*(e.start() for e in engines.values()),
+                                   return_exceptions=True)
+    failed = [(eid, exc) for eid, exc in zip(engines, results) if isinstance(exc, BaseException)]
+    if failed:
+        await asyncio.gather(*(e.close() for e in engines.values()), return_exceptions=True)
+        eid, exc = failed[0]
+        raise ConfigError(cfg.source, paths[eid], f"engine {eid} failed to start: {exc}")
+    return engines
+
+
+async def build_runtime(cfg: CortexConfig, engines: dict[str, BaseEngine] | None = None,
+                        observe: Callable[[EngineRequest], None] | None = None
+                        ) -> RealtimeRuntime:
+    """Wire a runtime over started engines (started here when not given).
+
+    Args:
+        observe: called with every LLM request once tokenized (benchmarks use it
+            for oracle accounting).
+    """
+    engines = engines if engines is not None else await start_engines(cfg)
+    work: dict[str, float] = {}
+    for wf in cfg.workflows:
+        work.update(expected_stage_work(wf, {}, {}))
+    layout = build_layout(cfg.policy, cfg.workflows, len(engines), work,
+                          num_tool_workers=cfg.tool_threads)
+    ids = iter(engines)
+    llm_stages = {s for wf in cfg.workflows for s in wf.llm_stages}
+    views = {p.name: [engines[next(ids)] for _ in range(p.num_engines)]
+             for p in layout.pools if set(p.stages) & llm_stages}
+    pool_of = {s: p.name for p in layout.pools for s in p.stages}
+    prepare = chat_preparer(lambda stage: views.get(pool_of[stage], []))
+    if observe is not None:
+        inner = prepare
+
+        def prepare(call: StageCall) -> EngineRequest:
+            request = inner(call)
+            observe(request)
+            return request
+    orchestrator = Orchestrator({wf.name: wf for wf in cfg.workflows}, default_slo_s=cfg.slo_s)
+    controller = Controller(orchestrator, layout, views, prepare, max_queue=cfg.max_queue,
+                            load_bound=cfg.load_bound)
+    runtime = RealtimeRuntime(controller, engines, num_tool_threads=cfg.tool_threads)
+    await runtime.start()
+    return runtime
