@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-mb", type=float, default=64.0, help="prefix cache per engine, MB")
     p.add_argument("--slo", type=float, default=60.0, help="SLO in seconds")
     p.add_argument("--server", help="send the run to a running `cortex serve` at this URL")
-    p.add_argument("--api-key", help="API key for --server")
+    p.add_argument("--api-key", help="API key for --server (default: $CORTEX_API_KEY)")
     p.add_argument("--json", action="store_true", help="print the run as JSON")
     p.set_defaults(func=_cmd_run)
 
@@ -54,11 +54,14 @@ async def _run_local(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.server:
-        from cortex.client import CortexClient
+        from cortex.client import CortexClient, CortexError
 
-        with CortexClient(args.server, api_key=args.api_key) as client:
-            result = client.run(args.workflow, {"question": args.question, "db": args.db},
-                                slo_ms=args.slo * 1000, wait=True)
+        try:
+            with CortexClient(args.server, api_key=args.api_key) as client:
+                result = client.run(args.workflow, {"question": args.question, "db": args.db},
+                                    slo_ms=args.slo * 1000, wait=True)
+        except CortexError as exc:
+            raise ValueError(f"--server {args.server}: {exc}") from None
     else:
         result = asyncio.run(_run_local(args))
     print(json.dumps(result, indent=2, default=str) if args.json else format_run(result))

@@ -63,6 +63,13 @@ def _vllm(engine_id: str, spec: dict[str, Any]) -> BaseEngine:
     return VllmEngine(engine_id, VllmConfig(**options))
 
 
+@BACKENDS.register("null")
+def _null(engine_id: str, spec: dict[str, Any]) -> BaseEngine:
+    from cortex.engine.null import null_engine
+
+    return null_engine(engine_id, spec)
+
+
 @dataclass(slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -151,6 +158,9 @@ def _engine_specs(raw: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     for i, group in enumerate(raw):
         path = f"engines[{i}]"
+        if isinstance(group, dict) and "backend" in group and group["backend"] is None:
+            raise ConfigError(source, f"{path}.backend", "bare null is YAML's None; write "
+                              "backend: \"null\" for the zero-cost engine")
         if not isinstance(group, dict) or group.get("backend") not in BACKENDS:
             backend = group.get("backend") if isinstance(group, dict) else group
             raise ConfigError(source, f"{path}.backend", f"unknown backend {backend!r}; choose "

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Union
 
+from cortex.allocator import Allocator, Decision, DecisionKind, is_malleable, pool_models
+from cortex.allocator.types import AllocationContext
 from cortex.core import ERROR, CallResult, EngineRequest, RunStatus
 from cortex.engine.base import EngineView
 from cortex.orchestrator.orchestrator import Orchestrator, Step
@@ -56,11 +58,14 @@ class Controller:
         prepare: builds the engine request (with prompt token ids) for an LLM call.
         max_queue: bounded queue length of every pool.
         load_bound: prefix-affinity load bound.
+        allocator: moves engines between LLM pools at run time; None: a default
+            ``Allocator`` when the layout's policy is malleable, else a static split.
     """
 
     def __init__(self, orchestrator: Orchestrator, layout: Layout,
                  engines: dict[str, list[EngineView]], prepare: Preparer,
-                 max_queue: int = 1024, load_bound: int = 2) -> None:
+                 max_queue: int = 1024, load_bound: int = 2,
+                 allocator: Allocator | None = None) -> None:
         self.orchestrator = orchestrator
         self.layout = layout
         self.prepare = prepare
@@ -77,6 +82,13 @@ class Controller:
                 self.engine_pool[view.engine_id] = spec.name
             self.pools[spec.name] = pool
         self._stage_pool = {s: p.name for p in layout.pools for s in p.stages}
+        if allocator is None and is_malleable(layout.policy):
+            allocator = Allocator()
+        self.allocator = allocator
+        if allocator is not None:
+            views = {v.engine_id: v for vs in engines.values() for v in vs}
+            allocator.attach(self.pools, pool_models(
+                layout, orchestrator.workflows.values(), engines), views)
 
     # ---- events --------------------------------------------------------------
     def admit(self, workflow: str, inputs: dict[str, Any], now: float, **kwargs: Any
@@ -91,6 +103,8 @@ class Controller:
         pool = self.pools[call.pool]
         usage = result.usage
         pool.finished(call, usage.prompt_tokens, usage.cached_prompt_tokens, usage.service_s)
+        if self.allocator is not None:
+            self.allocator.observe(call, usage, now)
         return self._apply(self.orchestrator.complete(call, result, now), now)
 
     def fail_call(self, call: StageCall, error: str, now: float) -> list[Action]:
@@ -127,8 +141,40 @@ class Controller:
         return self._apply(self.orchestrator.finish(run_id, status, reason, now), now)
 
     def tick(self, now: float) -> list[Action]:
-        """Time out overdue runs, then dispatch."""
-        return self._apply(self.orchestrator.expire(now), now)
+        """Time out overdue runs, run the allocator when its step is due, then dispatch."""
+        actions = self._apply(self.orchestrator.expire(now), now)
+        if self.allocator is not None and self.allocator.is_due(now):
+            self._reassigned(self.allocator.step(now))
+            actions.extend(self._dispatch(now))
+        return actions
+
+    # ---- allocation ------------------------------------------------------------
+    def next_allocation_at(self) -> float | None:
+        """When ``tick`` should next run for the allocator (None: no allocator)."""
+        return self.allocator.next_step_at if self.allocator is not None else None
+
+    def snapshots(self, now: float) -> AllocationContext:
+        """The LLM pools' loads as the allocation policy sees them (needs an allocator)."""
+        if self.allocator is None:
+            raise RuntimeError("this controller has no allocator (policy is static)")
+        return self.allocator.context(now)
+
+    def begin_move(self, engine_id: str, to_pool: str, now: float) -> list[Action]:
+        """Move an engine by hand (drain, then reassign). Raises ValueError if refused."""
+        if self.allocator is None:
+            raise RuntimeError("this controller has no allocator (policy is static)")
+        source = self.engine_pool.get(engine_id, "")
+        decision = Decision(DecisionKind.MOVE, engine_id, source, to_pool, "by hand")
+        if not self.allocator.begin(decision, now):
+            raise ValueError(self.allocator.refused[-1][2])
+        return self._dispatch(now)
+
+    def _reassigned(self, changes: list[tuple[str, str]]) -> None:
+        for engine_id, pool in changes:
+            if pool:
+                self.engine_pool[engine_id] = pool
+            else:
+                self.engine_pool.pop(engine_id, None)
 
     # ---- internals -------------------------------------------------------------
     def _apply(self, step: Step, now: float) -> list[Action]:
@@ -150,7 +196,10 @@ class Controller:
         pool = self.pools[self._stage_pool[call.stage.name]]
         if call.stage.is_llm:
             call.request = self.prepare(call)
+            self.orchestrator.adjust_request(call)
         if pool.submit(call, now):
+            if self.allocator is not None:
+                self.allocator.observe_submit(call)
             return None
         reason = (f"admission control: pool {pool.name!r} queue is full "
                   f"({pool.max_queue} calls) at stage {call.stage.name!r}")
@@ -167,6 +216,8 @@ class Controller:
         return []
 
     def _dispatch(self, now: float) -> list[Action]:
+        if self.allocator is not None:
+            self._reassigned(self.allocator.settle(now))
         return [StartCall(d.call, d.engine_id)
                 for pool in self.pools.values() for d in pool.dispatch(now)]
 

@@ -16,7 +16,7 @@ SCORE_MAX_ROWS = 100_000
 
 def load_eval_questions(questions: Path | None, db_dir: Path | None, fmt: str,
                         db: str | None) -> list[Any]:
-    from cortex.nl2sql import datasets
+    from cortex.nl2sql import benchmarks, datasets
 
     if questions is None:
         if db_dir is not None:
@@ -29,7 +29,7 @@ def load_eval_questions(questions: Path | None, db_dir: Path | None, fmt: str,
 
         first = (json.loads(Path(questions).read_text()) or [{}])[0]
         fmt = "bird" if "SQL" in first else "spider"
-    loader = datasets.load_bird if fmt == "bird" else datasets.load_spider
+    loader = benchmarks.load_bird if fmt == "bird" else benchmarks.load_spider
     return loader(questions, db_dir)
 
 

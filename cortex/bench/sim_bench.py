@@ -5,6 +5,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cortex.allocator import Allocator, AllocatorConfig, is_malleable
+from cortex.allocator.report import allocation_summary
+from cortex.allocator.scaling import SimEngineProvider
+from cortex.allocator.timeline import slo_series
 from cortex.bench.metrics import OracleCache, summarize
 from cortex.controller import Controller
 from cortex.engine.sim import SimEngine, SimEngineConfig
@@ -29,6 +33,12 @@ class SimBenchConfig:
     max_queue: int = 4096
     load_bound: int = 2
     retry_budget: int = 3
+    # cortex-malleable: allocator settings; engine budget for scale-out (None: fixed set)
+    allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
+    max_engines: int | None = None
+    engine_startup_s: float = 5.0
+    timeline: bool = False          # record engines/queues/SLO over time for every policy
+    timeline_bin_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.policies or not self.rates:
@@ -69,7 +79,8 @@ def run_policy(cfg: SimBenchConfig, policy: str, rate: float) -> tuple[dict[str,
              for p in layout.pools if set(p.stages) & set(workflow.llm_stages)}
     orchestrator = Orchestrator({workflow.name: workflow}, estimator)
     controller = Controller(orchestrator, layout, views, sim_preparer(workload),
-                            max_queue=cfg.max_queue, load_bound=cfg.load_bound)
+                            max_queue=cfg.max_queue, load_bound=cfg.load_bound,
+                            allocator=_allocator(cfg, policy, engines))
     oracle = OracleCache(cfg.engine.block_size)
     sim = Simulator(controller, engines, workload, workflow.name,
                     on_llm_submit=lambda req: oracle.observe(req.prompt_tokens))
@@ -80,12 +91,36 @@ def run_policy(cfg: SimBenchConfig, policy: str, rate: float) -> tuple[dict[str,
     return row, sim
 
 
+def _allocator(cfg: SimBenchConfig, policy: str, engines: dict[str, SimEngine]
+               ) -> Allocator | None:
+    """cortex-malleable gets the configured allocator (with a provider when the
+    budget allows scale-out); other policies get a never-moving one only to
+    record a timeline."""
+    if is_malleable(policy):
+        provider = None
+        if cfg.max_engines is not None and cfg.max_engines > cfg.num_engines:
+            provider = SimEngineProvider(engines, cfg.engine, cfg.max_engines,
+                                         cfg.engine_startup_s)
+        return Allocator(cfg.allocator, provider)
+    if cfg.timeline:
+        return Allocator(AllocatorConfig("static", interval_s=cfg.allocator.interval_s))
+    return None
+
+
 def run_sim_bench(cfg: SimBenchConfig) -> dict[str, Any]:
-    results = []
+    results, allocation, timelines = [], [], {}
     for rate in cfg.rates:
         for policy in cfg.policies:
-            row, _ = run_policy(cfg, policy, rate)
+            row, sim = run_policy(cfg, policy, rate)
             results.append(row)
+            allocator = sim.controller.allocator
+            if allocator is not None and is_malleable(policy):
+                allocation.append({"policy": policy, "rate": rate}
+                                  | allocation_summary(allocator, sim.finished))
+            if cfg.timeline and allocator is not None:
+                timelines[f"{policy}@{rate:g}"] = {
+                    "allocator": allocator.timeline.to_dict(),
+                    "slo": slo_series(sim.finished, cfg.timeline_bin_s)}
     config = {
         "workload": "nl2sql", "engine": "sim", "engines": cfg.num_engines,
         "policies": cfg.policies, "rates": cfg.rates, "requests": cfg.num_requests,
@@ -94,4 +129,13 @@ def run_sim_bench(cfg: SimBenchConfig) -> dict[str, Any]:
         "retry_budget": cfg.retry_budget, "engine_config": cfg.engine.to_dict(),
         "workload_config": cfg.workload.to_dict(),
     }
-    return {"config": config, "results": results}
+    report: dict[str, Any] = {"config": config, "results": results}
+    if allocation:
+        config["allocator"] = {"policy": cfg.allocator.policy,
+                               "options": cfg.allocator.policy_options,
+                               "interval_s": cfg.allocator.interval_s,
+                               "max_engines": cfg.max_engines}
+        report["allocation"] = allocation
+    if timelines:
+        report["timelines"] = timelines
+    return report

@@ -8,6 +8,7 @@ import heapq
 import itertools
 from typing import Any, NamedTuple
 
+from cortex.allocator.knobs import KnobSet, apply_to_request, edge_limit, turn, turned
 from cortex.core import ERROR, OK, CallResult, RunStatus, TraceEntry
 from cortex.orchestrator.estimates import StageEstimator
 from cortex.orchestrator.run import FanoutState, Run, StageCall
@@ -35,12 +36,15 @@ class Orchestrator:
         estimator: online stage estimates (shared with placement/benchmarks).
         default_slo_s: SLO for runs that name none and whose workflow sets none.
         timeout_factor: a run is ``timed_out`` once ``timeout_factor * slo`` has passed.
+        knobs: workflow name -> knobs to turn (cheapest first) for a run entering a
+            stage with negative slack; the turns are recorded in ``run.meta``.
     """
 
     def __init__(self, workflows: dict[str, CompiledWorkflow],
                  estimator: StageEstimator | None = None, default_slo_s: float = 30.0,
-                 timeout_factor: float = 5.0) -> None:
+                 timeout_factor: float = 5.0, knobs: dict[str, KnobSet] | None = None) -> None:
         self.workflows = workflows
+        self.knobs = knobs or {}
         self.estimator = estimator or StageEstimator()
         self.default_slo_s = default_slo_s
         self.timeout_factor = timeout_factor
@@ -166,11 +170,12 @@ class Orchestrator:
         edge = next((e for e in stage.edges if e.matches(result.outcome)), None)
         if edge is None:
             return self._end_without_edge(run, stage, result, now)
-        if edge.max_traversals is not None:
+        limit = edge_limit(run, edge)  # lowered by a turned retry-budget knob
+        if limit is not None:
             taken = run.edge_counts.get(edge.edge_id, 0)
-            if taken >= edge.max_traversals:
+            if taken >= limit:
                 return self._fail(run, f"retry budget exhausted: {edge.edge_id} taken {taken} "
-                                       f"times (max_traversals={edge.max_traversals})", now)
+                                       f"times (max_traversals={limit})", now)
             run.edge_counts[edge.edge_id] = taken + 1
         if edge.target == END:
             return self._succeed(run, now)
@@ -212,6 +217,8 @@ class Orchestrator:
         run.fanouts.pop(stage_name, None)
         expected = self.estimator.service_s(run.workflow, stage_name)
         slack_key = run.deadline - self.estimator.remaining_s(run.workflow, stage_name)
+        if slack_key - now < 0:
+            self._turn_knob(run, stage_name, slack_key - now, now)
         calls = []
         for i in range(stage.fanout):
             call_id = f"{run.run_id}/{stage_name}/{attempt}/{i}"
@@ -222,6 +229,18 @@ class Orchestrator:
         if stage.fanout > 1:
             run.fanouts[stage_name] = FanoutState({c.call_id for c in calls})
         return Step(calls, [], [])
+
+    def _turn_knob(self, run: Run, stage: str, slack_s: float, now: float) -> None:
+        knobs = self.knobs.get(run.workflow.name)
+        knob = knobs.next_to_turn(run, stage) if knobs is not None else None
+        if knob is not None:
+            turn(run, knob, slack_s, now)
+
+    def adjust_request(self, call: StageCall) -> None:
+        """Apply the run's turned knobs (model, max tokens) to a prepared call."""
+        run = self.runs.get(call.run_id)
+        if run is not None and turned(run):
+            apply_to_request(run, call)
 
     @staticmethod
     def _render_args(run: Run, stage: Stage) -> dict[str, Any]:

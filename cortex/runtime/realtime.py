@@ -98,6 +98,13 @@ class RealtimeRuntime:
     async def run(self, workflow: str, inputs: dict[str, Any], **kwargs: Any) -> Run:
         return await self.wait(self.submit(workflow, inputs, **kwargs).run_id)
 
+    def forget(self, run_id: str) -> None:
+        """Drop a finished run's state here and in the orchestrator (long-running servers)."""
+        fut = self._done.get(run_id)
+        if fut is not None and fut.done():
+            del self._done[run_id]
+        self.controller.orchestrator.forget(run_id)
+
     def cancel(self, run_id: str, reason: str = "cancelled by client",
                status: RunStatus = RunStatus.CANCELLED) -> None:
         self._execute(self.controller.cancel_run(run_id, self.clock(), reason, status))

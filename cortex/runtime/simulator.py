@@ -65,6 +65,7 @@ class Simulator:
         self._wake_at: dict[str, float] = {}
         self._running: dict[str, StageCall] = {}   # request id -> call on an engine
         self._tick_at: float | None = None
+        self._num_ticks_queued = 0
 
     def run(self, arrivals: list[Arrival], slo_s: float) -> list[Run]:
         """Simulate the whole trace until every run is terminal."""
@@ -81,6 +82,7 @@ class Simulator:
         return self.finished
 
     def _push(self, t: float, kind: int, payload: Any) -> None:
+        self._num_ticks_queued += kind == _TICK
         heapq.heappush(self._events, (t, next(self._seq), kind, payload))
 
     def _handle(self, kind: int, payload: Any, slo_s: float) -> list[Action]:
@@ -95,6 +97,7 @@ class Simulator:
             return self.controller.complete(call, CallResult(
                 result.outcome, result.output, engine_id=call.engine_id), self.now)
         self._tick_at = None
+        self._num_ticks_queued -= 1
         return self.controller.tick(self.now)
 
     def _engine_progress(self, engine_id: str) -> list[Action]:
@@ -152,6 +155,10 @@ class Simulator:
 
     def _schedule_tick(self) -> None:
         t = self.controller.orchestrator.next_timeout()
+        step_at = self.controller.next_allocation_at()
+        if step_at is not None and len(self._events) > self._num_ticks_queued:
+            # periodic allocator steps, only while other work is pending
+            t = max(step_at, self.now) if t is None else min(t, max(step_at, self.now))
         if t is not None and (self._tick_at is None or t < self._tick_at):
             self._tick_at = t
             self._push(t, _TICK, None)

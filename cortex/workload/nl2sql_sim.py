@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,20 @@ class NL2SQLWorkloadConfig:
         for name in ("p_first_fail", "p_fix_fail"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
+        self.fail_schedule = [(float(a), float(p)) for a, p in self.fail_schedule]
+        if any(not (0.0 <= a <= 1.0 and 0.0 <= p <= 1.0) for a, p in self.fail_schedule):
+            raise ValueError("fail_schedule entries must be (fraction in [0, 1], p in [0, 1])")
+
+    def mean_p_first_fail(self) -> float:
+        """First-attempt failure probability averaged over the trace (schedule-aware)."""
+        points = sorted(self.fail_schedule)
+        if not points:
+            return self.p_first_fail
+        total, start, p = 0.0, 0.0, self.p_first_fail
+        for at, value in points:
+            total += (at - start) * p
+            start, p = at, value
+        return total + (1.0 - start) * p
 
     @classmethod
     def from_profile(cls, path: str | Path) -> NL2SQLWorkloadConfig:
@@ -160,7 +174,7 @@ class NL2SQLWorkload:
 
     def expected_outcomes(self) -> dict[str, dict[str, float]]:
         """Outcome probabilities per stage, for the ``cortex`` engine split."""
-        p1, pf = self.config.p_first_fail, self.config.p_fix_fail
+        p1, pf = self.config.mean_p_first_fail(), self.config.p_fix_fail
         # verify sees first attempts and fixes; weight by their expected counts.
         fixes = p1 / (1 - pf) if pf < 1 else 3.0
         p_fail = (p1 + fixes * pf) / (1 + fixes)
@@ -185,3 +199,11 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def shifting(config: NL2SQLWorkloadConfig, low: float = 0.1, high: float = 0.7
+             ) -> NL2SQLWorkloadConfig:
+    """``config`` with a shifting workload: the first-attempt failure rate (and so
+    the fixer's share of the work) is ``low`` for the first third of the trace,
+    ``high`` for the second and ``low`` again for the last."""
+    return replace(config, fail_schedule=[(0.0, low), (1 / 3, high), (2 / 3, low)])

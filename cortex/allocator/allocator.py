@@ -1,0 +1,329 @@
+"""The allocator: owner of the engine -> pool assignment of LLM pools.
+
+Every ``interval_s`` it snapshots the pools (``LoadMonitor``), asks its policy
+for decisions and carries out the valid ones with a two-phase move:
+
+1. **drain**: the engine is marked draining in its pool, so the router sends it
+   nothing new; its in-flight calls finish where they are;
+2. **reassign**: once it has no call in flight (``settle``, run before every
+   dispatch) it leaves the old pool and joins the new one -- with its cache as
+   it is, i.e. cold for the new stage's prompts; the pools' hit rates and the
+   ``cold`` counters show it.
+
+No call is moved, so none is lost or duplicated. A decision that would leave a
+pool without an active engine, or that names an engine not where the policy
+thinks it is, is refused and counted. Synchronous; time is an argument.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cortex.allocator.policy import ALLOCATION_POLICIES, BaseAllocationPolicy
+from cortex.allocator.scaling import BaseEngineProvider
+from cortex.allocator.signals import LoadMonitor, kv_usage
+from cortex.allocator.timeline import Timeline
+from cortex.allocator.types import (
+    AllocationContext,
+    Decision,
+    DecisionKind,
+    EngineLoad,
+    MoveRecord,
+    PoolLoad,
+)
+from cortex.core import Usage
+from cortex.engine.base import EngineView
+from cortex.orchestrator.run import StageCall
+from cortex.pool.pool import StagePool
+
+Change = tuple[str, str]  # (engine id, pool it now serves; "" once stopped)
+
+
+@dataclass(slots=True)
+class AllocatorConfig:
+    """Args:
+        policy: name in ``ALLOCATION_POLICIES``.
+        policy_options: keyword options of the policy.
+        interval_s: time between policy steps.
+        load_alpha: EWMA weight of a new load sample.
+        cold_window_s: a moved engine's calls this soon after arriving count as cold-start.
+    """
+
+    policy: str = "slo-pressure"
+    policy_options: dict[str, Any] = field(default_factory=dict)
+    interval_s: float = 1.0
+    load_alpha: float = 0.3
+    cold_window_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0 or self.cold_window_s < 0:
+            raise ValueError("allocator: interval_s must be > 0 and cold_window_s >= 0")
+
+
+@dataclass(slots=True)
+class Assignment:
+    engine_id: str
+    home: str
+    pool: str
+    since: float                     # joined its pool (-inf: placed at start)
+    view: EngineView | None = None   # what the router sees (kept for KV-usage reads)
+    is_moved: bool = False           # arrived by a decision (its cache started cold)
+    can_retire: bool = False         # started by a provider
+    pending: Decision | None = None  # draining toward this decision
+
+
+@dataclass(slots=True)
+class ColdStats:
+    """Calls served by engines within ``cold_window_s`` of arriving in a pool."""
+
+    num_calls: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        return self.cached_prompt_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+
+class Allocator:
+    """Args:
+        config: policy name/options and timing.
+        provider: starts/stops engines (scale out/in); None: fixed engine set.
+        policy: a policy instance (overrides ``config.policy``; tests).
+    """
+
+    def __init__(self, config: AllocatorConfig | None = None,
+                 provider: BaseEngineProvider | None = None,
+                 policy: BaseAllocationPolicy | None = None) -> None:
+        self.config = config or AllocatorConfig()
+        self.policy = policy or ALLOCATION_POLICIES.get(self.config.policy)(
+            **self.config.policy_options)
+        self.provider = provider
+        self.monitor = LoadMonitor(self.config.load_alpha)
+        self.timeline = Timeline()
+        self.records: list[MoveRecord] = []
+        self.refused: list[tuple[float, Decision, str]] = []
+        self.cold: dict[str, ColdStats] = {}
+        self.pools: dict[str, StagePool] = {}
+        self.models: dict[str, str] = {}
+        self.assignment: dict[str, Assignment] = {}
+        self._state: Any = self.policy.initial_state()
+        self._next_at = 0.0
+        self._starting: dict[str, MoveRecord] = {}
+        self._draining: set[str] = set()   # engines with a pending decision
+        self._emptied: set[str] = set()    # pools whose last engine was lent
+
+    # ---- set-up --------------------------------------------------------------
+    def attach(self, pools: dict[str, StagePool], models: dict[str, str],
+               views: dict[str, EngineView] | None = None, now: float = 0.0) -> None:
+        """Take over the LLM pools named in ``models`` (pool -> model) as placed.
+
+        Args:
+            views: engine id -> view, for signals such as KV usage (optional).
+        """
+        self.pools, self.models = pools, dict(models)
+        views = views or {}
+        for name in models:
+            for engine_id in pools[name].engine_ids:  # placed, not moved: no dwell owed
+                self.assignment[engine_id] = Assignment(engine_id, name, name, float("-inf"),
+                                                        views.get(engine_id))
+            self.monitor.open(name, now)
+        self._next_at = now + self.config.interval_s
+
+    # ---- time ----------------------------------------------------------------
+    @property
+    def next_step_at(self) -> float:
+        return self._next_at
+
+    def is_due(self, now: float) -> bool:
+        return now >= self._next_at
+
+    def step(self, now: float) -> list[Change]:
+        """One policy step: admit started engines, decide, begin the moves.
+
+        Returns the engines that joined a pool (scale-out) for the caller's map.
+        """
+        self._next_at = now + self.config.interval_s
+        changes = self._admit_started(now)
+        ctx = self.context(now)
+        decisions, self._state = self.policy.decide(ctx, self._state)
+        for decision in decisions:
+            self.begin(decision, now)
+        self.timeline.record(ctx, len(self.records))
+        return changes
+
+    def context(self, now: float) -> AllocationContext:
+        """Snapshot every managed pool (closes the monitor's windows)."""
+        lent: dict[str, list[str]] = {name: [] for name in self.models}
+        for a in self.assignment.values():
+            if a.pool != a.home:
+                lent[a.home].append(a.engine_id)
+        loads = tuple(self._pool_load(name, tuple(lent[name]), now) for name in self.models)
+        startable = self.provider.num_startable() if self.provider is not None else 0
+        return AllocationContext(now, loads, startable)
+
+    def _pool_load(self, name: str, lent_out: tuple[str, ...], now: float) -> PoolLoad:
+        pool = self.pools[name]
+        engines = []
+        for engine_id in pool.healthy_engines():
+            a = self.assignment.get(engine_id)
+            if a is not None:
+                engines.append(EngineLoad(engine_id, a.home, pool.in_flight(engine_id), a.since,
+                                          a.pending is not None, kv_usage(a.view),
+                                          a.can_retire))
+        return self.monitor.snapshot(pool, self.models[name], tuple(engines), lent_out, now)
+
+    # ---- carrying out decisions ----------------------------------------------------
+    def begin(self, decision: Decision, now: float) -> bool:
+        """Validate ``decision`` and start it (phase 1: drain). False if refused."""
+        if decision.kind is DecisionKind.SCALE_OUT:
+            return self._start_engine(decision, now)
+        why = self._invalid(decision)
+        if why:
+            self.refused.append((now, decision, why))
+            return False
+        a = self.assignment[decision.engine_id]
+        a.pending = decision
+        self._draining.add(decision.engine_id)
+        self.pools[decision.source].set_draining(decision.engine_id, True)
+        self.records.append(MoveRecord(decision, now, None))
+        if self._num_active(decision.source) == 0:
+            self._emptied.add(decision.source)
+        return True
+
+    def _invalid(self, d: Decision) -> str:
+        a = self.assignment.get(d.engine_id)
+        if a is None or a.pool != d.source or a.pending is not None:
+            return f"engine {d.engine_id!r} is not an idle member of pool {d.source!r}"
+        if d.kind is not DecisionKind.SCALE_IN:
+            if d.target not in self.models or d.target == d.source:
+                return f"unknown or same target pool {d.target!r}"
+            if self.models[d.target] != self.models[d.source]:
+                return f"pools {d.source!r} and {d.target!r} serve different models"
+        if d.kind in (DecisionKind.MOVE, DecisionKind.LEND) and a.home != d.source:
+            return f"engine {d.engine_id!r} is on loan; only its home may move or lend it"
+        if d.kind is DecisionKind.RETURN and d.target != a.home:
+            return f"engine {d.engine_id!r} belongs to {a.home!r}, not {d.target!r}"
+        if d.kind is DecisionKind.SCALE_IN and (self.provider is None or not a.can_retire):
+            return f"engine {d.engine_id!r} was not started by a provider"
+        if self._num_active(d.source) < 2 and not self._may_empty(d):
+            return f"pool {d.source!r} would be left without an active engine"
+        return ""
+
+    def _may_empty(self, d: Decision) -> bool:
+        """A lend may take an idle pool's last engine: the first call queued there
+        recalls it at once (``settle``)."""
+        pool = self.pools[d.source]
+        return (d.kind is DecisionKind.LEND and pool.queue_depth == 0
+                and sum(pool.in_flight(e) for e in pool.engine_ids) == 0)
+
+    def _num_active(self, pool_name: str) -> int:
+        assigned = self.assignment
+        return sum(1 for e in self.pools[pool_name].healthy_engines()
+                   if e in assigned and assigned[e].pending is None)
+
+    def settle(self, now: float) -> list[Change]:
+        """Phase 2: reassign every draining engine with nothing left in flight;
+        first recall a lent engine for any emptied pool that has queued work."""
+        if self._emptied:
+            self._recall(now)
+        changes: list[Change] = []
+        for engine_id in sorted(self._draining):
+            a = self.assignment[engine_id]
+            d = a.pending
+            if d is not None and not self.pools[d.source].in_flight(engine_id):
+                self._draining.discard(engine_id)
+                changes.append(self._reassign(a, d, now))
+        return changes
+
+    def _recall(self, now: float) -> None:
+        for name in sorted(self._emptied):
+            if self._num_active(name) > 0 or any(
+                    a.pending is not None and a.pending.target == name
+                    for a in self.assignment.values()):
+                self._emptied.discard(name)
+                continue
+            if not self.pools[name].queue_depth:
+                continue
+            lent = sorted((a for a in self.assignment.values()
+                           if a.home == name and a.pool != name and a.pending is None),
+                          key=lambda a: (self.pools[a.pool].in_flight(a.engine_id), a.engine_id))
+            if lent:
+                self.begin(Decision(DecisionKind.RETURN, lent[0].engine_id, lent[0].pool, name,
+                                    f"{name} has queued work and no engine"), now)
+
+    def _reassign(self, a: Assignment, d: Decision, now: float) -> Change:
+        source = self.pools[d.source]
+        was_healthy = a.engine_id in source.healthy_engines()
+        view = source.remove_engine(a.engine_id)
+        self._mark_done(d, now)
+        if d.kind is DecisionKind.SCALE_IN:
+            del self.assignment[a.engine_id]
+            if self.provider is not None:
+                self.provider.stop(a.engine_id, now)
+            return a.engine_id, ""
+        target = self.pools[d.target]
+        target.add_engine(view)
+        target.set_healthy(a.engine_id, was_healthy)
+        a.pool, a.since, a.view, a.is_moved, a.pending = d.target, now, view, True, None
+        if d.kind is DecisionKind.MOVE:
+            a.home = d.target
+        return a.engine_id, d.target
+
+    def _mark_done(self, d: Decision, now: float) -> None:
+        for i in range(len(self.records) - 1, -1, -1):
+            if self.records[i].decision is d:
+                self.records[i] = self.records[i]._replace(done_at=now)
+                return
+
+    # ---- scale out ---------------------------------------------------------------
+    def _start_engine(self, d: Decision, now: float) -> bool:
+        if (self.provider is None or d.target not in self.models
+                or self.provider.num_startable() <= 0):
+            self.refused.append((now, d, "no provider can start an engine"))
+            return False
+        engine_id = self.provider.start(d.target, self.models[d.target], now)
+        if engine_id is None:
+            self.refused.append((now, d, "the provider could not start an engine"))
+            return False
+        record = MoveRecord(d._replace(engine_id=engine_id), now, None)
+        self.records.append(record)
+        self._starting[engine_id] = record
+        return True
+
+    def _admit_started(self, now: float) -> list[Change]:
+        if self.provider is None:
+            return []
+        changes = []
+        for engine_id, pool_name, view in self.provider.ready(now):
+            record = self._starting.pop(engine_id, None)
+            self.pools[pool_name].add_engine(view)
+            self.assignment[engine_id] = Assignment(engine_id, pool_name, pool_name, now, view,
+                                                    is_moved=True, can_retire=True)
+            if record is not None:
+                self._mark_done(record.decision, now)
+            changes.append((engine_id, pool_name))
+        return changes
+
+    # ---- accounting ------------------------------------------------------------------
+    def observe_submit(self, call: StageCall) -> None:
+        """A call entered a pool (the controller reports every accepted call)."""
+        if call.pool in self.models:
+            self.monitor.observe_submit(call.pool, call)
+
+    def observe(self, call: StageCall, usage: Usage, now: float) -> None:
+        """A call of a managed pool finished (the controller reports every call)."""
+        if call.pool not in self.models:
+            return
+        self.monitor.observe(call.pool, call, usage, now)
+        a = self.assignment.get(call.engine_id)
+        started = call.started_at if call.started_at is not None else now
+        if a is not None and a.is_moved and started - a.since <= self.config.cold_window_s:
+            cold = self.cold.setdefault(call.pool, ColdStats())
+            cold.num_calls += 1
+            cold.prompt_tokens += usage.prompt_tokens
+            cold.cached_prompt_tokens += usage.cached_prompt_tokens or 0
+
+    def num_moves(self, kinds: tuple[DecisionKind, ...] = tuple(DecisionKind)) -> int:
+        """Decisions begun, of the given kinds."""
+        return sum(1 for r in self.records if r.decision.kind in kinds)

@@ -1,0 +1,72 @@
+"""Allocation policies: pure functions of pool loads (and their own state).
+
+A policy is a small class whose ``decide(ctx, state)`` returns the decisions to
+carry out and its next state, Ray Serve's autoscaling style. It must not mutate
+``ctx`` or ``state`` and must not look at anything else, so the same inputs
+always give the same decisions (tests check this). The ``Allocator`` validates
+and carries out what a policy decides; a policy cannot break the move protocol.
+
+Policies are registered by name in ``ALLOCATION_POLICIES``.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from cortex.allocator.types import AllocationContext, Decision, EngineLoad, PoolLoad
+from cortex.registry import Registry
+
+
+class BaseAllocationPolicy(abc.ABC):
+    """Decides engine moves from pool loads. Subclasses take keyword options."""
+
+    @abc.abstractmethod
+    def initial_state(self) -> Any:
+        """The state passed to the first ``decide`` (immutable)."""
+
+    @abc.abstractmethod
+    def decide(self, ctx: AllocationContext, state: Any) -> tuple[list[Decision], Any]:
+        """Decisions for this step and the next state.
+
+        Args:
+            ctx: time and one ``PoolLoad`` per LLM pool.
+            state: what the previous call returned (or ``initial_state()``).
+        Returns:
+            (decisions, next state); neither argument is modified.
+        """
+
+
+ALLOCATION_POLICIES: Registry[type[BaseAllocationPolicy]] = Registry("allocation policy")
+
+
+@ALLOCATION_POLICIES.register("static")
+class StaticPolicy(BaseAllocationPolicy):
+    """Never moves anything: the placement's split stays (used to record timelines
+    of static policies with the same monitor)."""
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    def initial_state(self) -> None:
+        return None
+
+    def decide(self, ctx: AllocationContext, state: None) -> tuple[list[Decision], None]:
+        return [], state
+
+
+# ---- helpers shared by policies ----------------------------------------------
+def compatible(a: PoolLoad, b: PoolLoad) -> bool:
+    """Engines may serve both pools: same model."""
+    return a.name != b.name and a.model == b.model
+
+
+def has_drain(pool: PoolLoad) -> bool:
+    return any(e.is_draining for e in pool.engines)
+
+
+def movable_engines(pool: PoolLoad, now: float, min_dwell_s: float) -> list[EngineLoad]:
+    """Home engines of ``pool`` that have served it for ``min_dwell_s``, fewest
+    calls in flight first (they drain soonest)."""
+    return sorted((e for e in pool.active if e.home == pool.name
+                   and now - e.since >= min_dwell_s),
+                  key=lambda e: (e.in_flight, e.engine_id))

@@ -1,0 +1,267 @@
+"""The default allocation policy, ``slo-pressure`` (rule in docs/allocator.md).
+
+Demand of a pool = offered work per second (smoothed) + its backlog drained over
+``drain_s``; pressure = demand per active engine. Each step, in this order:
+
+1. **Return** a lent engine when its home pool has queued work (or a call with
+   negative slack), or when the borrower no longer needs it.
+2. **Move** engines from donor *d* to receiver *r* while
+   ``pressure(r) > (1 + hysteresis) * demand(d) / (active(d) - 1)`` -- the donor
+   would still be less loaded after giving the engine up -- counting the engines
+   already moved this step; only engines that served *d* for ``min_dwell_s``, never
+   *d*'s last, neither pool mid-move, *d* not itself fed within ``min_dwell_s``,
+   and the same (d, r) pair winning ``confirm_steps`` steps in a row (or *r* being
+   ``urgent_ratio`` times as pressed). Under a steady load the reverse move is then
+   impossible (proof in docs/allocator.md).
+3. **Lend** an idle engine of an idle pool (low pressure, KV not full) to a
+   compatible pool with queued work, when no move was made.
+4. **Scale out** a pool whose SLO is threatened (late calls or negative slack)
+   when no move was made and a provider can start an engine; **scale in** a
+   provider-started engine of a pool idle for ``scale_in_idle_s``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from cortex.allocator.policy import (
+    ALLOCATION_POLICIES,
+    BaseAllocationPolicy,
+    compatible,
+    has_drain,
+    movable_engines,
+)
+from cortex.allocator.types import AllocationContext, Decision, DecisionKind, EngineLoad, PoolLoad
+
+
+@dataclass(frozen=True, slots=True)
+class PressureState:
+    """What ``slo-pressure`` remembers between steps."""
+
+    pair: tuple[str, str] | None = None               # (donor, receiver) that won last step
+    streak: int = 0                                    # consecutive steps it won
+    received_at: tuple[tuple[str, float], ...] = ()   # pool -> last time it got engines
+    idle_since: tuple[tuple[str, float], ...] = ()    # pool -> idle since (scale-in)
+    last_scale_at: float = float("-inf")
+
+
+@dataclass(frozen=True, slots=True)
+class PressureConfig:
+    hysteresis: float = 0.1         # receiver must beat the donor's after-move pressure by 10%
+    min_dwell_s: float = 15.0       # an engine (and a fed pool) stays this long before moving
+    confirm_steps: int = 2          # consecutive steps a (donor, receiver) pair must win ...
+    urgent_ratio: float = 2.0       # ... unless the receiver is this many times as pressed
+    min_pressure: float = 0.1       # a receiver below this (s/s per engine) is left alone
+    max_moves_per_step: int = 4     # engines one step may move (one pair)
+    drain_s: float = 10.0           # backlog counts as demand spread over this many seconds
+    lend_below: float = 0.05        # a lender's pressure must be below this ...
+    lend_after_s: float = 2.0       # ... and the engine at home at least this long
+    lend_max_kv_usage: float = 0.8  # ... and its KV memory (when known) at most this full
+    lend_last_engine: bool = True   # an idle pool may lend its last engine (recalled at once)
+    return_queue_depth: int = 1     # a lender with this many queued calls takes engines back
+    scale_in_idle_s: float = 30.0   # idle this long: retire a provider-started engine
+    scale_cooldown_s: float = 15.0  # at most one scale decision per this many seconds
+
+    def __post_init__(self) -> None:
+        if self.hysteresis < 0 or self.min_dwell_s < 0 or self.confirm_steps < 1:
+            raise ValueError("slo-pressure: hysteresis and min_dwell_s must be >= 0 and "
+                             "confirm_steps >= 1")
+        if self.max_moves_per_step < 1 or self.return_queue_depth < 1 or self.drain_s <= 0:
+            raise ValueError("slo-pressure: max_moves_per_step and return_queue_depth must "
+                             "be >= 1 and drain_s > 0")
+
+
+def is_slo_threatened(pool: PoolLoad) -> bool:
+    return pool.num_late > 0 or (pool.min_slack_s is not None and pool.min_slack_s < 0)
+
+
+@ALLOCATION_POLICIES.register("slo-pressure")
+class PressurePolicy(BaseAllocationPolicy):
+    """Moves capacity from the pool with the most spare to the most pressed pool,
+    with hysteresis, a minimum dwell time and confirmation; lends and returns idle
+    engines; scales out/in through a provider. Options: ``PressureConfig`` fields."""
+
+    def __init__(self, **options: float) -> None:
+        self.config = PressureConfig(**options)  # type: ignore[arg-type]
+
+    def initial_state(self) -> PressureState:
+        return PressureState()
+
+    def decide(self, ctx: AllocationContext, state: PressureState
+               ) -> tuple[list[Decision], PressureState]:
+        decisions = self._returns(ctx)
+        moves, state = self._rebalance(ctx, state)
+        decisions += moves
+        if not moves:
+            decisions += self._lend(ctx, {d.engine_id for d in decisions})
+        scaling, state = self._scale(ctx, state, bool(moves))
+        return decisions + scaling, state
+
+    def pressure(self, pool: PoolLoad, num_engines: int | None = None) -> float:
+        return pool.pressure(self.config.drain_s, num_engines)
+
+    # ---- 1. return lent engines ----------------------------------------------
+    def _returns(self, ctx: AllocationContext) -> list[Decision]:
+        """One lent engine per needy lender per step (the idlest); all of them once
+        the borrower is idle."""
+        out, needy_served = [], set()
+        lent = sorted(((e, pool) for pool in ctx.pools for e in pool.engines
+                       if e.home != pool.name and not e.is_draining),
+                      key=lambda ep: (ep[0].in_flight, ep[0].engine_id))
+        for engine, pool in lent:
+            home = ctx.pool(engine.home)
+            if self._is_idle(pool):
+                why = f"borrower {pool.name} is idle"
+            elif home.name not in needy_served and (
+                    home.queue_depth >= self.config.return_queue_depth
+                    or is_slo_threatened(home)):
+                needy_served.add(home.name)
+                why = f"lender {home.name} has {home.queue_depth} queued calls"
+            else:
+                continue
+            out.append(Decision(DecisionKind.RETURN, engine.engine_id, pool.name, home.name,
+                                why))
+        return out
+
+    def _is_idle(self, pool: PoolLoad) -> bool:
+        return pool.queue_depth == 0 and self.pressure(pool) < self.config.lend_below
+
+    # ---- 2. rebalance with hysteresis ------------------------------------------
+    def _rebalance(self, ctx: AllocationContext, state: PressureState
+                   ) -> tuple[list[Decision], PressureState]:
+        best = self._best_pair(ctx, state)
+        if best is None:
+            return [], replace(state, pair=None, streak=0)
+        donor, receiver = best
+        pair = (donor.name, receiver.name)
+        streak = state.streak + 1 if state.pair == pair else 1
+        urgent = self.pressure(receiver) > self.config.urgent_ratio * self.pressure(
+            donor, donor.num_active - 1)
+        if streak < self.config.confirm_steps and not urgent:
+            return [], replace(state, pair=pair, streak=streak)
+        moves = [Decision(DecisionKind.MOVE, e.engine_id, donor.name, receiver.name,
+                          f"{receiver.name} {r:.3f} s/s per engine > (1+"
+                          f"{self.config.hysteresis:g}) x {donor.name} {d:.3f} after the move")
+                 for e, r, d in self._engines_to_move(ctx, donor, receiver)]
+        received = dict(state.received_at) | {receiver.name: ctx.now}
+        return moves, replace(state, pair=None, streak=0,
+                              received_at=tuple(sorted(received.items())))
+
+    def _best_pair(self, ctx: AllocationContext, state: PressureState
+                   ) -> tuple[PoolLoad, PoolLoad] | None:
+        """The most pressed receiver and the donor with the most spare the rule allows."""
+        cfg, received = self.config, dict(state.received_at)
+        pools = [p for p in ctx.pools if not has_drain(p)]
+        receivers = [p for p in pools if self.pressure(p) >= cfg.min_pressure
+                     or p.queue_depth > 0 or is_slo_threatened(p)]
+        for receiver in sorted(receivers, key=lambda p: (-self.pressure(p), p.name)):
+            donors = sorted((d for d in pools if compatible(d, receiver) and d.num_active >= 2
+                             and not self._is_idle(d)  # an idle pool lends instead
+                             and ctx.now - received.get(d.name, float("-inf")) >= cfg.min_dwell_s),
+                            key=lambda d: (self.pressure(d, d.num_active - 1), d.name))
+            for donor in donors:
+                if not self._beats(receiver, receiver.num_active, donor, donor.num_active - 1):
+                    break  # donors are sorted: no later one qualifies either
+                if movable_engines(donor, ctx.now, cfg.min_dwell_s):
+                    return donor, receiver
+        return None
+
+    def _beats(self, receiver: PoolLoad, n_r: int, donor: PoolLoad, n_d: int) -> bool:
+        """The move rule: receiver pressure > (1 + h) x donor pressure after the move."""
+        if n_d < 1:
+            return False
+        return self.pressure(receiver, n_r) > (1 + self.config.hysteresis) * self.pressure(
+            donor, n_d)
+
+    def _engines_to_move(self, ctx: AllocationContext, donor: PoolLoad, receiver: PoolLoad
+                         ) -> list[tuple[EngineLoad, float, float]]:
+        """Engines one after another while each still satisfies the rule with the
+        previous ones moved. Returns (engine, receiver pressure, donor pressure after)."""
+        out = []
+        n_r, n_d = receiver.num_active, donor.num_active
+        for engine in movable_engines(donor, ctx.now, self.config.min_dwell_s):
+            if len(out) >= self.config.max_moves_per_step \
+                    or not self._beats(receiver, n_r, donor, n_d - 1):
+                break
+            out.append((engine, self.pressure(receiver, n_r), self.pressure(donor, n_d - 1)))
+            n_r, n_d = n_r + 1, n_d - 1
+        return out
+
+    # ---- 3. lend idle engines ----------------------------------------------------
+    def _lend(self, ctx: AllocationContext, taken: set[str]) -> list[Decision]:
+        """Idle engines of idle pools go to the most pressed compatible pool that has
+        queued work or is busy (up to ``max_moves_per_step``; lenders never borrow)."""
+        cfg = self.config
+        borrowers = sorted((p for p in ctx.pools if not p.lent_out and (
+            p.queue_depth > 0 or self.pressure(p) >= cfg.min_pressure)),
+            key=lambda p: (-self.pressure(p), p.name))
+        out: list[Decision] = []
+        for borrower in borrowers:
+            for lender in sorted(ctx.pools, key=lambda p: (self.pressure(p), p.name)):
+                for engine in self._lendable(ctx, lender, borrower, taken, len(out)):
+                    if len(out) >= cfg.max_moves_per_step:
+                        return out
+                    taken.add(engine.engine_id)
+                    out.append(Decision(DecisionKind.LEND, engine.engine_id, lender.name,
+                                        borrower.name, f"{lender.name} is idle; {borrower.name} "
+                                        f"{self.pressure(borrower):.3f} s/s per engine, "
+                                        f"{borrower.queue_depth} queued"))
+            if out:
+                return out
+        return out
+
+    def _lendable(self, ctx: AllocationContext, lender: PoolLoad, borrower: PoolLoad,
+                  taken: set[str], num_lent: int) -> list[EngineLoad]:
+        """Idle engines ``lender`` can spare for ``borrower`` (it keeps one unless
+        ``lend_last_engine`` and it has nothing in flight)."""
+        cfg = self.config
+        keep = 0 if cfg.lend_last_engine and lender.in_flight == 0 else 1
+        if (not compatible(lender, borrower) or not self._is_idle(lender)
+                or any(e.home != lender.name for e in lender.engines)):
+            return []
+        spare = [e for e in sorted(lender.active, key=lambda e: e.engine_id)
+                 if e.in_flight == 0 and e.engine_id not in taken
+                 and ctx.now - e.since >= cfg.lend_after_s
+                 and (e.kv_usage is None or e.kv_usage <= cfg.lend_max_kv_usage)]
+        already = sum(1 for e in lender.active if e.engine_id in taken)
+        return spare[:max(0, lender.num_active - keep - already)]
+
+    # ---- 4. scale out / in ---------------------------------------------------------
+    def _scale(self, ctx: AllocationContext, state: PressureState, moved: bool
+               ) -> tuple[list[Decision], PressureState]:
+        cfg = self.config
+        idle = dict(state.idle_since)
+        for pool in ctx.pools:
+            if pool.queue_depth == 0 and self.pressure(pool) < cfg.lend_below:
+                idle.setdefault(pool.name, ctx.now)
+            else:
+                idle.pop(pool.name, None)
+        state = replace(state, idle_since=tuple(sorted(idle.items())))
+        if moved or ctx.now - state.last_scale_at < cfg.scale_cooldown_s:
+            return [], state
+        decision = self._scale_out(ctx) or self._scale_in(ctx, idle)
+        if decision is None:
+            return [], state
+        return [decision], replace(state, last_scale_at=ctx.now)
+
+    def _scale_out(self, ctx: AllocationContext) -> Decision | None:
+        if ctx.num_startable <= 0:
+            return None
+        threatened = [p for p in ctx.pools if is_slo_threatened(p) and not has_drain(p)]
+        if not threatened:
+            return None
+        pool = max(threatened, key=lambda p: (self.pressure(p), p.name))
+        return Decision(DecisionKind.SCALE_OUT, "", "", pool.name,
+                        f"{pool.name} threatens the SLO ({pool.num_late} late calls, "
+                        f"least slack {pool.min_slack_s}) and no move helps")
+
+    def _scale_in(self, ctx: AllocationContext, idle: dict[str, float]) -> Decision | None:
+        for pool in ctx.pools:
+            since = idle.get(pool.name)
+            if since is None or ctx.now - since < self.config.scale_in_idle_s:
+                continue
+            spare = [e for e in pool.active if e.can_retire and e.in_flight == 0]
+            if spare and pool.num_active >= 2:
+                engine = min(spare, key=lambda e: e.engine_id)
+                return Decision(DecisionKind.SCALE_IN, engine.engine_id, pool.name, "",
+                                f"{pool.name} idle for {ctx.now - since:.0f} s")
+        return None

@@ -1,0 +1,155 @@
+"""Run untrusted (LLM-written) SQL against a SQLite file, read-only and bounded.
+
+Layers, outermost first:
+
+1. ``guard.check_statement``: sqlglot (dialect sqlite) must see exactly one statement
+   whose root is a read (SELECT, WITH ... SELECT, UNION/INTERSECT/EXCEPT); DML, DDL,
+   ATTACH/DETACH, PRAGMA, VACUUM, transactions and ``load_extension`` are refused.
+2. The connection: ``mode=ro`` URI, ``PRAGMA query_only = ON``, extension loading off,
+   a value-length limit, and ``guard.read_only_authorizer`` (SQLite denies every action
+   that is not a read, whatever the parser thought).
+3. Bounds: a progress handler stops the query after ``timeout_s``; at most ``max_rows``
+   rows and about ``max_bytes`` bytes come back (``truncated`` says when more existed).
+
+Every refusal or error comes back as ``SqlResult(ok=False, error=...)`` worded so that a
+small model can fix its query; nothing raises.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cortex.nl2sql.errors import explain_error
+from cortex.nl2sql.guard import UnparsableSql, check_statement, read_only_authorizer
+from cortex.nl2sql.schema import connect_readonly
+
+DEFAULT_MAX_ROWS = 200
+DEFAULT_MAX_BYTES = 256 * 1024
+DEFAULT_TIMEOUT_S = 2.0
+PROGRESS_EVERY = 1000  # SQLite VM instructions between deadline checks
+_FETCH_BATCH = 64
+
+
+@dataclass(slots=True)
+class SqlResult:
+    """Outcome of one sandboxed query.
+
+    ``ok`` is False when the query was refused or failed; ``error`` then says why.
+    ``truncated`` is True when more rows existed than the row or byte cap let through.
+    """
+
+    ok: bool
+    columns: list[str] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    truncated: bool = False
+    error: str = ""
+
+
+def run_query(db_path: Path | str, sql: str, *, max_rows: int = DEFAULT_MAX_ROWS,
+              max_bytes: int = DEFAULT_MAX_BYTES, timeout_s: float = DEFAULT_TIMEOUT_S
+              ) -> SqlResult:
+    """Execute ``sql`` on ``db_path`` inside the sandbox (see module docstring).
+
+    Args:
+        db_path: an existing SQLite file; it is never written.
+        sql: one SELECT statement (a trailing ``;`` is fine).
+        max_rows, max_bytes: caps on what is returned.
+        timeout_s: wall-clock budget for preparing and stepping the query.
+    Returns:
+        A ``SqlResult``; refusals and SQLite errors are ``ok=False`` with a message. Text
+        that sqlglot cannot parse is compiled (never run) by SQLite to report its syntax
+        error, and refused even when SQLite could compile it.
+    """
+    try:
+        refusal = check_statement(sql)
+    except UnparsableSql:
+        refusal = None
+        parsed = False
+    else:
+        parsed = True
+    if refusal:
+        return SqlResult(False, error=refusal)
+    try:
+        conn = _open(db_path, max_bytes)
+    except (FileNotFoundError, sqlite3.Error) as exc:
+        return SqlResult(False, error=f"cannot open database: {exc}")
+    try:
+        if not parsed:
+            return _syntax_error(conn, sql, db_path)
+        return _execute(conn, sql, db_path, max_rows, max_bytes, timeout_s)
+    finally:
+        conn.close()
+
+
+def _open(db_path: Path | str, max_bytes: int) -> sqlite3.Connection:
+    conn = connect_readonly(db_path)
+    if hasattr(conn, "enable_load_extension"):
+        conn.enable_load_extension(False)
+    if hasattr(conn, "setlimit"):  # Python >= 3.11: no multi-GB strings or blobs
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(max_bytes, 1 << 20))
+        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    conn.set_authorizer(read_only_authorizer)
+    return conn
+
+
+def _execute(conn: sqlite3.Connection, sql: str, db_path: Path | str, max_rows: int,
+             max_bytes: int, timeout_s: float) -> SqlResult:
+    deadline = time.monotonic() + timeout_s
+    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), PROGRESS_EVERY)
+    try:
+        cursor = conn.execute(sql)
+        columns = [d[0] for d in cursor.description or ()]
+        rows, truncated = _fetch(cursor, max_rows, max_bytes)
+    except (sqlite3.Error, sqlite3.Warning, OverflowError, ValueError) as exc:
+        return SqlResult(False, error=_error_text(exc, sql, db_path, timeout_s, deadline))
+    return SqlResult(True, columns, rows, truncated)
+
+
+def _syntax_error(conn: sqlite3.Connection, sql: str, db_path: Path | str) -> SqlResult:
+    """sqlglot could not parse ``sql``: let SQLite compile it (EXPLAIN, never run) under the
+    authorizer and report SQLite's own message; refuse even if SQLite accepts it."""
+    try:
+        conn.execute("EXPLAIN " + sql).fetchall()
+    except (sqlite3.Error, sqlite3.Warning, ValueError) as exc:
+        return SqlResult(False, error=_error_text(exc, sql, db_path, 0.0, float("inf")))
+    return SqlResult(False, error="Could not parse this SQL. Write one plain SQLite SELECT "
+                                  "statement.")
+
+
+def _fetch(cursor: sqlite3.Cursor, max_rows: int, max_bytes: int
+           ) -> tuple[list[tuple[Any, ...]], bool]:
+    rows: list[tuple[Any, ...]] = []
+    used = 0
+    while True:
+        batch = cursor.fetchmany(_FETCH_BATCH)
+        if not batch:
+            return rows, False
+        for row in batch:
+            size = sum(_value_size(v) for v in row)
+            if len(rows) >= max_rows or used + size > max_bytes:
+                return rows, True
+            rows.append(tuple(row))
+            used += size
+
+
+def _value_size(value: Any) -> int:
+    if isinstance(value, (str, bytes)):
+        return len(value) + 2
+    return 8
+
+
+def _error_text(exc: Exception, sql: str, db_path: Path | str, timeout_s: float,
+                deadline: float) -> str:
+    message = str(exc)
+    if "interrupted" in message and time.monotonic() >= deadline:
+        return (f"Query stopped: it ran longer than the {timeout_s:g} s time limit. "
+                "Add join conditions or filters, or avoid cross joins and deep recursion.")
+    if "not authorized" in message or "authorization denied" in message:
+        return ("Only a single SELECT statement is allowed; SQLite refused this as not a "
+                "read (not authorized).")
+    if "one statement at a time" in message:
+        return "Only a single SELECT statement is allowed; got several statements."
+    return explain_error(message, sql, db_path)

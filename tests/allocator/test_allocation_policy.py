@@ -1,0 +1,121 @@
+"""The default policy: purity, the move rule, hysteresis and dwell, registry."""
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+
+from cortex.allocator import ALLOCATION_POLICIES, DecisionKind, PressurePolicy
+from tests.allocator.alloc_factories import ctx, engines, load
+
+
+def test_registry_names_and_bad_options():
+    assert {"static", "slo-pressure"} <= set(ALLOCATION_POLICIES.names())
+    with pytest.raises(ValueError, match="confirm_steps"):
+        PressurePolicy(confirm_steps=0)
+    with pytest.raises(TypeError):
+        PressurePolicy(no_such_option=1)
+
+
+def test_same_snapshots_same_decisions_and_inputs_untouched():
+    policy = PressurePolicy(confirm_steps=1)
+    c = ctx(100.0, load("gen", 6, work=60.0), load("fix", 2, work=4.0))
+    state = policy.initial_state()
+    c_copy, state_copy = copy.deepcopy(c), copy.deepcopy(state)
+    first = policy.decide(c, state)
+    second = policy.decide(c, state)
+    assert first == second and first[0]
+    assert c == c_copy and state == state_copy
+    assert PressurePolicy(confirm_steps=1).decide(c_copy, state_copy) == first
+
+
+def test_moves_from_most_spare_to_busiest_after_confirmation():
+    policy = PressurePolicy(confirm_steps=2, hysteresis=0.1)
+    # fix 6/2 = 3 per engine > 1.1 x gen 8/3 = 2.93 after the move (not urgent: < 2x)
+    c = ctx(10.0, load("gen", 4, work=8.0), load("fix", 2, work=6.0))
+    decisions, state = policy.decide(c, policy.initial_state())
+    assert decisions == [] and state.streak == 1                  # not confirmed yet
+    decisions, state = policy.decide(c._replace(now=11.0), state)
+    (d,) = decisions                                               # 6/3 = 2 < 1.1 x 8/2: one
+    assert (d.kind, d.source, d.target) == (DecisionKind.MOVE, "gen", "fix")
+    assert state.streak == 0 and dict(state.received_at) == {"fix": 11.0}
+
+
+def test_urgent_imbalance_moves_at_once_and_several_engines():
+    policy = PressurePolicy(confirm_steps=3, hysteresis=0.1)
+    c = ctx(10.0, load("gen", 4, work=4.0), load("fix", 2, work=20.0))
+    decisions, _ = policy.decide(c, policy.initial_state())
+    # each engine must still beat gen after the previous ones left:
+    # 20/2 > 1.1*4/3, 20/3 > 1.1*4/2, 20/4 > 1.1*4/1; gen keeps its last engine
+    assert [(d.source, d.target) for d in decisions] == [("gen", "fix")] * 3
+
+
+def test_no_move_inside_the_hysteresis_band_or_when_all_is_quiet():
+    policy = PressurePolicy(confirm_steps=1, hysteresis=0.25)
+    # fix 10/2 = 5 per engine; gen after giving one: 12/3 = 4 -> 5 <= 1.25*4: no move
+    c = ctx(0.0, load("gen", 4, work=12.0), load("fix", 2, work=10.0))
+    assert policy.decide(c, policy.initial_state())[0] == []
+    quiet = ctx(0.0, load("gen", 4, work=0.0), load("fix", 2, work=0.1))
+    assert policy.decide(quiet, policy.initial_state())[0] == []
+
+
+def test_dwell_keeps_recent_arrivals_and_the_last_engine():
+    policy = PressurePolicy(confirm_steps=1, min_dwell_s=15.0)
+    recent = engines("gen", 2, since=95.0)
+    c = ctx(100.0, load("gen", work=1.0, engine_list=recent), load("fix", 1, work=30.0))
+    assert policy.decide(c, policy.initial_state())[0] == []      # both moved in 5 s ago
+    lone = ctx(100.0, load("gen", 1, work=0.5), load("fix", 1, work=30.0))
+    assert policy.decide(lone, policy.initial_state())[0] == []   # never a busy pool's last
+
+
+def test_a_pool_just_fed_gives_nothing_back_within_the_dwell():
+    policy = PressurePolicy(confirm_steps=1, min_dwell_s=15.0)
+    c = ctx(10.0, load("gen", 4, work=4.0), load("fix", 4, work=40.0))
+    moves, state = policy.decide(c, policy.initial_state())
+    assert moves and all(d.target == "fix" for d in moves)
+    flipped = ctx(12.0, load("gen", 1, work=40.0), load("fix", 7, work=4.0))
+    assert policy.decide(flipped, state)[0] == []
+    assert policy.decide(flipped._replace(now=26.0), state)[0]
+
+
+def test_models_must_match():
+    policy = PressurePolicy(confirm_steps=1)
+    c = ctx(0.0, load("gen", 6, work=1.0, model="a"), load("fix", 1, work=30.0, model="b"))
+    assert policy.decide(c, policy.initial_state())[0] == []
+
+
+def _fluid(policy: PressurePolicy, demand: dict[str, float], steps: int, noise: float = 0.0,
+           seed: int = 0) -> list[tuple[float, str, str]]:
+    """Steady offered load: each pool holds demand calls whatever its engines (exogenous),
+    moves take effect at once. Returns the moves as (time, source, target)."""
+    rng = random.Random(seed)
+    count = {"gen": 8, "fix": 8}
+    since: dict[str, float] = {}
+    state, moves = policy.initial_state(), []
+    for t in range(steps):
+        pools = []
+        for name, n in count.items():
+            es = tuple(e._replace(since=since.get(e.engine_id, float("-inf")))
+                       for e in engines(name, n))
+            work = demand[name] * (1 + rng.uniform(-noise, noise))
+            pools.append(load(name, work=work, engine_list=es))
+        decisions, state = policy.decide(ctx(float(t), *pools), state)
+        for d in decisions:
+            count[d.source] -= 1
+            count[d.target] += 1
+            since[f"{d.target}{count[d.target] - 1}"] = float(t)
+            moves.append((float(t), d.source, d.target))
+    return moves
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1])
+def test_no_oscillation_on_steady_input(noise):
+    moves = _fluid(PressurePolicy(), {"gen": 30.0, "fix": 90.0}, steps=300, noise=noise)
+    assert moves, "an imbalance of 1:3 must be corrected"
+    assert all((s, t) == ("gen", "fix") for _, s, t in moves)     # never back and forth
+    assert moves[-1][0] < 60.0                                     # and it settles
+
+
+def test_balanced_steady_input_never_moves():
+    assert _fluid(PressurePolicy(), {"gen": 40.0, "fix": 40.0}, steps=200, noise=0.05) == []

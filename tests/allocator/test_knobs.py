@@ -1,0 +1,86 @@
+"""Knobs: turned cheapest-first when a run's slack goes negative, and recorded."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from cortex.allocator.knobs import (
+    Knob,
+    KnobKind,
+    KnobSet,
+    load_knobs,
+    nl2sql_knobs,
+    parse_knobs,
+    turned,
+)
+from cortex.core import RunStatus
+from tests.allocator.alloc_factories import malleable_controller, starts
+from tests.factories import compile_spec, loop_workflow, result
+
+KNOBS = KnobSet((
+    Knob("one-fix", KnobKind.RETRY_BUDGET, "fix", 1, 0.3),
+    Knob("short-gen", KnobKind.MAX_TOKENS, "gen", 4, 0.1),
+    Knob("short-fix", KnobKind.MAX_TOKENS, "fix", 3, 0.2),
+))
+
+
+def test_knob_set_orders_cheapest_first_and_checks_values():
+    assert [k.name for k in KNOBS.knobs] == ["short-gen", "short-fix", "one-fix"]
+    with pytest.raises(ValueError, match="duplicate"):
+        KnobSet((KNOBS.knobs[0], KNOBS.knobs[0]))
+    with pytest.raises(ValueError, match="integer >= 1"):
+        Knob("bad", KnobKind.MAX_TOKENS, "gen", 0, 0.1)
+    assert [k.name for k in nl2sql_knobs().knobs][0] == "short-sql"
+
+
+def test_negative_slack_turns_cheapest_reachable_knobs_and_records_them():
+    c = malleable_controller(num_gen=1, num_fix=1)
+    c.orchestrator.knobs = {"loop": KNOBS}
+    run, acts = c.admit("loop", {"q": "a"}, 0.0, slo_s=3.0)    # gen + check: 1.05 s expected
+    (gen,) = starts(acts)
+    assert turned(run) == [] and gen.call.request.params.max_tokens == 128  # slack >= 0
+    (check,) = starts(c.complete(gen.call, result(text="x"), 0.5))
+    (fix,) = starts(c.complete(check.call, result("error"), 2.5))         # late: slack < 0
+    assert [t["knob"] for t in turned(run)] == ["short-fix"]              # short-gen is behind
+    assert fix.call.request.params.max_tokens == 3
+    (check,) = starts(c.complete(fix.call, result(text="y"), 3.0))    # still late at check:
+    assert [t["knob"] for t in turned(run)] == ["short-fix", "one-fix"]  # fix is still ahead
+    c.complete(check.call, result("error"), 3.5)
+    assert run.status is RunStatus.FAILED and "max_traversals=1" in run.reason
+    record = turned(run)[1]
+    assert record["kind"] == "retry_budget" and record["at_s"] == 3.0 and record["slack_s"] < 0
+
+
+def test_on_time_runs_turn_nothing():
+    c = malleable_controller(num_gen=1, num_fix=1)
+    c.orchestrator.knobs = {"loop": KNOBS}
+    run, acts = c.admit("loop", {"q": "a"}, 0.0, slo_s=100.0)
+    (gen,) = starts(acts)
+    (check,) = starts(c.complete(gen.call, result(text="x"), 0.5))
+    c.complete(check.call, result("ok"), 0.6)
+    assert run.status is RunStatus.SUCCEEDED and turned(run) == []
+
+
+def test_parse_knobs_names_the_bad_field():
+    wf = loop_workflow()
+    good = parse_knobs([{"name": "light", "stage": "fix", "model": "gemma3-270m", "cost": 0.5}],
+                       wf, "agent.yaml")
+    assert good.knobs[0].kind is KnobKind.MODEL
+    with pytest.raises(ValueError, match=r"agent.yaml: knobs\[0\]: give exactly one"):
+        parse_knobs([{"stage": "fix", "cost": 1}], wf, "agent.yaml")
+    with pytest.raises(ValueError, match=r"knobs\[0\].stage: 'check' is not an LLM stage"):
+        parse_knobs([{"stage": "check", "max_tokens": 3}], wf, "agent.yaml")
+    with pytest.raises(ValueError, match=r"knobs\[0\]: knob 'max_tokens-fix'.*integer"):
+        parse_knobs([{"stage": "fix", "max_tokens": "x"}], wf, "agent.yaml")
+
+
+def test_load_knobs_reads_the_workflow_file(tmp_path):
+    spec = {"name": "w", "inputs": ["q"], "stages": [
+        {"name": "gen", "llm": {"user": "{{ q }}", "max_tokens": 8}}],
+        "knobs": [{"stage": "gen", "max_tokens": 4, "cost": 0.2}]}
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    wf = compile_spec(spec, source=str(path))
+    (knob,) = load_knobs(wf).knobs
+    assert (knob.name, knob.value, knob.cost) == ("max_tokens-gen", 4, 0.2)
+    assert load_knobs(loop_workflow()).knobs == ()
