@@ -64,7 +64,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise ValueError(f"--server {args.server}: {exc}") from None
     else:
         result = asyncio.run(_run_local(args))
-    print(json.dumps(result, indent=2, default=str) if args.json else format_run(result))
+    print(json.dumps(result, indent=2, default=str) if args.json else format_run(result),
+          flush=True)
     return 0 if result["status"] == "succeeded" else 1
 
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import llama_cpp
 
 Tokens = tuple[int, ...]
+_LOAD_LOCK = threading.Lock()    # one model load at a time in this process (see ``_load``)
 
 
 @dataclass(slots=True)
@@ -321,9 +322,14 @@ class LlamaCppEngine(BaseEngine):
 
         cfg = self.config
         try:
-            return llama_cpp.Llama(model_path=path, n_ctx=cfg.n_ctx, n_batch=min(512, cfg.n_ctx),
-                                   n_threads=cfg.n_threads, n_threads_batch=cfg.n_threads_batch,
-                                   seed=cfg.seed, verbose=False)
+            # llama-cpp-python silences loading by dup2-ing /dev/null over fds 1 and 2 and
+            # restoring them afterwards; two loads at once in two threads can restore
+            # /dev/null for good (the process then prints nothing). Load one at a time.
+            with _LOAD_LOCK:
+                return llama_cpp.Llama(
+                    model_path=path, n_ctx=cfg.n_ctx, n_batch=min(512, cfg.n_ctx),
+                    n_threads=cfg.n_threads, n_threads_batch=cfg.n_threads_batch,
+                    seed=cfg.seed, verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f"llama.cpp cannot load {path}: {exc}; is it a valid GGUF "
                              f"model file?") from None
