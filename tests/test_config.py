@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from cortex.config import ConfigError, load_config, parse_config
+from cortex.runtime.build import start_engines
+
+
+def test_example_config_loads():
+    cfg = load_config("examples/cortex.yaml")
+    assert cfg.policy == "cortex" and [w.name for w in cfg.workflows] == ["nl2sql"]
+    assert [eid for eid, _ in cfg.engine_specs] == ["llamacpp-0", "llamacpp-1"]
+
+
+@pytest.mark.parametrize("data, where, what", [
+    ({"policy": "fastest"}, "policy", "unknown policy 'fastest'"),
+    ({"engines": [{"backend": "tpu"}]}, "engines[0].backend", "unknown backend 'tpu'"),
+    ({"engines": [{"backend": "llamacpp", "count": 0}]}, "engines[0].count", "integer >= 1"),
+    ({"engines": [{"backend": "openai"}]}, "engines[0].urls", "list the server base URLs"),
+    ({"workflows": ["missing.yaml"]}, "workflows[0]", "does not exist"),
+    ({"max_queue": -1}, "max_queue", "positive"),
+    ({"server": {"hots": "0.0.0.0"}}, "server.hots", "unknown field"),
+])
+def test_bad_config_names_the_field(data, where, what):
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="cortex.yaml")
+    message = str(info.value)
+    assert message.startswith(f"cortex.yaml: {where}:") and what in message
+
+
+async def test_missing_model_file_names_the_engine_entry(tmp_path):
+    cfg = parse_config({"engines": [{"backend": "llamacpp", "count": 1,
+                                     "model": str(tmp_path / "nope.gguf")}]}, "cortex.yaml")
+    with pytest.raises(ConfigError) as info:
+        await start_engines(cfg)
+    assert "engines[0]" in str(info.value) and "nope.gguf" in str(info.value)
+
+
+async def test_unreachable_url_fails_at_start():
+    cfg = parse_config({"engines": [{"backend": "openai", "urls": ["http://127.0.0.1:9"],
+                                     "model": "m"}]}, "cortex.yaml")
+    with pytest.raises(ConfigError) as info:
+        await start_engines(cfg)
+    assert "engines[0]" in str(info.value) and "127.0.0.1:9" in str(info.value)
