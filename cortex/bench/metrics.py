@@ -38,16 +38,27 @@ class OracleCache:
         self.prefill_tokens += len(tokens) - cached
 
 
+def _in_slo(run: Run) -> bool:
+    return run.finished_at is not None and run.finished_at <= run.deadline + 1e-9
+
+
 def summarize(policy: str, rate: float, runs: list[Run], llm_stages: set[str],
               oracle_prefill_tokens: int | None, wall_s: float) -> dict[str, Any]:
-    """Compute one result row. Durations run from the first arrival to the last finish."""
+    """Compute one result row.
+
+    A run is *finished* when its workflow ran to an answer: ``succeeded``, or ``failed``
+    because the agent's retry budget ran out or a stage failed. Goodput counts finished
+    runs within their SLO (whether the answer was right is accuracy, `cortex eval`);
+    rejected and timed-out runs never count. Durations run from the first arrival to the
+    last finish; latency percentiles are over finished runs.
+    """
     count = {s: sum(1 for r in runs if r.status is s) for s in RunStatus}
-    succeeded = [r for r in runs if r.status is RunStatus.SUCCEEDED]
     finished = [r for r in runs if r.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)]
     start = min((r.arrival for r in runs), default=0.0)
     end = max((r.finished_at or r.arrival for r in runs), default=0.0)
     span = max(end - start, 1e-9)
-    latencies = [r.latency_s for r in succeeded if r.latency_s is not None]
+    latencies = [r.latency_s for r in finished if r.latency_s is not None]
+    in_slo = sum(1 for r in finished if _in_slo(r))
     prompt = cached = 0
     for run in runs:
         for entry in run.trace:
@@ -62,9 +73,9 @@ def summarize(policy: str, rate: float, runs: list[Run], llm_stages: set[str],
         "failed": count[RunStatus.FAILED],
         "rejected": count[RunStatus.REJECTED],
         "timed_out": count[RunStatus.TIMED_OUT],
-        "throughput_rps": round(len(succeeded) / span, 6),
-        "goodput_rps": round(sum(1 for r in succeeded if r.met_slo) / span, 6),
-        "slo_attainment": round(sum(1 for r in succeeded if r.met_slo) / max(1, len(runs)), 6),
+        "throughput_rps": round(len(finished) / span, 6),
+        "goodput_rps": round(in_slo / span, 6),
+        "slo_attainment": round(in_slo / max(1, len(runs)), 6),
         "p50_latency_s": round(percentile(latencies, 50), 6),
         "p99_latency_s": round(percentile(latencies, 99), 6),
         "prefix_hit_rate": round(cached / prompt, 6) if prompt else 0.0,
