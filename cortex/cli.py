@@ -21,6 +21,8 @@ def _names(text: str) -> list[str]:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
+    import cortex.allocator  # noqa: F401  (registers the cortex-malleable placement)
+    from cortex.allocator import ALLOCATION_POLICIES
     from cortex.pool.placement import PLACEMENTS
 
     p = sub.add_parser("bench", help="replay one workload trace under several policies")
@@ -44,6 +46,19 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile-out", type=Path, help="llamacpp: write measured workload profile")
     p.add_argument("--load-bound", type=int, default=2, help="prefix-affinity load bound")
     p.add_argument("--max-queue", type=int, default=4096, help="bounded queue per pool")
+    p.add_argument("--max-seqs", type=int, help="sim: max sequences per engine (max_num_seqs)")
+    p.add_argument("--shift", action="store_true", help="nl2sql sim: shifting workload, "
+                   "first-attempt failure rate 10%% -> 70%% -> 10%% over the trace")
+    p.add_argument("--knobs", action="store_true", help="sim: runs with negative slack turn "
+                   "the agent's knobs (shorter outputs, fewer fixes), every policy")
+    p.add_argument("--allocator", default="slo-pressure", choices=ALLOCATION_POLICIES.names(),
+                   help="cortex-malleable: allocation policy")
+    p.add_argument("--alloc-interval", type=float, default=1.0,
+                   help="cortex-malleable: seconds between allocator steps")
+    p.add_argument("--max-engines", type=int,
+                   help="sim, cortex-malleable: engine budget for scale-out (> --engines)")
+    p.add_argument("--timeline", type=Path, help="sim: write a timeline PNG (engines per "
+                   "pool, calls per pool, SLO attainment over time); JSON goes in --out")
     p.add_argument("--out", type=Path, help="write results JSON here")
     p.set_defaults(func=_cmd_bench)
 

@@ -157,7 +157,7 @@ class Controller:
         """The LLM pools' loads as the allocation policy sees them (needs an allocator)."""
         if self.allocator is None:
             raise RuntimeError("this controller has no allocator (policy is static)")
-        return self.allocator.context(now)
+        return self.allocator.context(now, close=False)
 
     def begin_move(self, engine_id: str, to_pool: str, now: float) -> list[Action]:
         """Move an engine by hand (drain, then reassign). Raises ValueError if refused."""
@@ -199,7 +199,7 @@ class Controller:
             self.orchestrator.adjust_request(call)
         if pool.submit(call, now):
             if self.allocator is not None:
-                self.allocator.observe_submit(call)
+                self.allocator.observe_submit(call, now)
             return None
         reason = (f"admission control: pool {pool.name!r} queue is full "
                   f"({pool.max_queue} calls) at stage {call.stage.name!r}")

@@ -46,13 +46,15 @@ class AllocatorConfig:
         policy_options: keyword options of the policy.
         interval_s: time between policy steps.
         load_alpha: EWMA weight of a new load sample.
+        cost_window_s: the unloaded cost per call is the least seen over this long.
         cold_window_s: a moved engine's calls this soon after arriving count as cold-start.
     """
 
     policy: str = "slo-pressure"
     policy_options: dict[str, Any] = field(default_factory=dict)
     interval_s: float = 1.0
-    load_alpha: float = 0.3
+    load_alpha: float = 0.5
+    cost_window_s: float = 120.0
     cold_window_s: float = 30.0
 
     def __post_init__(self) -> None:
@@ -99,7 +101,7 @@ class Allocator:
         self.policy = policy or ALLOCATION_POLICIES.get(self.config.policy)(
             **self.config.policy_options)
         self.provider = provider
-        self.monitor = LoadMonitor(self.config.load_alpha)
+        self.monitor = LoadMonitor(self.config.load_alpha, self.config.cost_window_s)
         self.timeline = Timeline()
         self.records: list[MoveRecord] = []
         self.refused: list[tuple[float, Decision, str]] = []
@@ -115,8 +117,9 @@ class Allocator:
 
     # ---- set-up --------------------------------------------------------------
     def attach(self, pools: dict[str, StagePool], models: dict[str, str],
-               views: dict[str, EngineView] | None = None, now: float = 0.0) -> None:
+               views: dict[str, EngineView] | None = None) -> None:
         """Take over the LLM pools named in ``models`` (pool -> model) as placed.
+        The first ``step`` (due at once) only starts the load windows.
 
         Args:
             views: engine id -> view, for signals such as KV usage (optional).
@@ -127,8 +130,7 @@ class Allocator:
             for engine_id in pools[name].engine_ids:  # placed, not moved: no dwell owed
                 self.assignment[engine_id] = Assignment(engine_id, name, name, float("-inf"),
                                                         views.get(engine_id))
-            self.monitor.open(name, now)
-        self._next_at = now + self.config.interval_s
+        self._next_at = float("-inf")
 
     # ---- time ----------------------------------------------------------------
     @property
@@ -143,7 +145,12 @@ class Allocator:
 
         Returns the engines that joined a pool (scale-out) for the caller's map.
         """
+        first = self._next_at == float("-inf")
         self._next_at = now + self.config.interval_s
+        if first:
+            for name in self.models:
+                self.monitor.open(name, now)
+            return []
         changes = self._admit_started(now)
         ctx = self.context(now)
         decisions, self._state = self.policy.decide(ctx, self._state)
@@ -152,17 +159,20 @@ class Allocator:
         self.timeline.record(ctx, len(self.records))
         return changes
 
-    def context(self, now: float) -> AllocationContext:
-        """Snapshot every managed pool (closes the monitor's windows)."""
+    def context(self, now: float, close: bool = True) -> AllocationContext:
+        """Snapshot every managed pool; ``close`` ends the monitor's windows (a
+        policy step), otherwise the snapshot is only a look."""
         lent: dict[str, list[str]] = {name: [] for name in self.models}
         for a in self.assignment.values():
             if a.pool != a.home:
                 lent[a.home].append(a.engine_id)
-        loads = tuple(self._pool_load(name, tuple(lent[name]), now) for name in self.models)
+        loads = tuple(self._pool_load(name, tuple(lent[name]), now, close)
+                      for name in self.models)
         startable = self.provider.num_startable() if self.provider is not None else 0
         return AllocationContext(now, loads, startable)
 
-    def _pool_load(self, name: str, lent_out: tuple[str, ...], now: float) -> PoolLoad:
+    def _pool_load(self, name: str, lent_out: tuple[str, ...], now: float,
+                   close: bool) -> PoolLoad:
         pool = self.pools[name]
         engines = []
         for engine_id in pool.healthy_engines():
@@ -171,7 +181,8 @@ class Allocator:
                 engines.append(EngineLoad(engine_id, a.home, pool.in_flight(engine_id), a.since,
                                           a.pending is not None, kv_usage(a.view),
                                           a.can_retire))
-        return self.monitor.snapshot(pool, self.models[name], tuple(engines), lent_out, now)
+        return self.monitor.snapshot(pool, self.models[name], tuple(engines), lent_out, now,
+                                     close)
 
     # ---- carrying out decisions ----------------------------------------------------
     def begin(self, decision: Decision, now: float) -> bool:
@@ -306,10 +317,10 @@ class Allocator:
         return changes
 
     # ---- accounting ------------------------------------------------------------------
-    def observe_submit(self, call: StageCall) -> None:
+    def observe_submit(self, call: StageCall, now: float) -> None:
         """A call entered a pool (the controller reports every accepted call)."""
         if call.pool in self.models:
-            self.monitor.observe_submit(call.pool, call)
+            self.monitor.observe_submit(call.pool, call, now)
 
     def observe(self, call: StageCall, usage: Usage, now: float) -> None:
         """A call of a managed pool finished (the controller reports every call)."""

@@ -149,14 +149,14 @@ def parse_knobs(raw: Any, workflow: CompiledWorkflow, source: str = "<knobs>") -
     if raw is None:
         return KnobSet()
     if not isinstance(raw, list):
-        raise ValueError(f"{source}: knobs: must be a list of knobs")
+        raise ValueError(f"{source}: knobs: must be a list of knobs")  # noqa: TRY004
     return KnobSet(tuple(_knob(item, f"knobs[{i}]", workflow, source)
                          for i, item in enumerate(raw)))
 
 
 def _knob(item: Any, path: str, workflow: CompiledWorkflow, source: str) -> Knob:
     if not isinstance(item, dict):
-        raise ValueError(f"{source}: {path}: each knob must be a mapping")
+        raise ValueError(f"{source}: {path}: each knob must be a mapping")  # noqa: TRY004
     kinds = [k for k in KnobKind if k.value in item]
     if len(kinds) != 1:
         raise ValueError(f"{source}: {path}: give exactly one of "
@@ -168,7 +168,8 @@ def _knob(item: Any, path: str, workflow: CompiledWorkflow, source: str) -> Knob
                          f"{workflow.name!r}")
     cost = item.get("cost", 1.0)
     if not isinstance(cost, (int, float)) or isinstance(cost, bool):
-        raise ValueError(f"{source}: {path}.cost: must be a number, got {cost!r}")
+        raise ValueError(f"{source}: {path}.cost: must be a number, "  # noqa: TRY004
+                         f"got {cost!r}")
     try:
         return Knob(str(item.get("name") or f"{kinds[0].value}-{stage}"), kinds[0], stage,
                     item[kinds[0].value], float(cost))

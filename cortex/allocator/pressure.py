@@ -1,7 +1,8 @@
 """The default allocation policy, ``slo-pressure`` (rule in docs/allocator.md).
 
 Demand of a pool = offered work per second (smoothed) + its backlog drained over
-``drain_s``; pressure = demand per active engine. Each step, in this order:
+``drain_s``; pressure = demand per active engine. After ``warmup_s`` of history
+(a workflow's later stages see no calls at first), each step, in this order:
 
 1. **Return** a lent engine when its home pool has queued work (or a call with
    negative slack), or when the borrower no longer needs it.
@@ -9,9 +10,10 @@ Demand of a pool = offered work per second (smoothed) + its backlog drained over
    ``pressure(r) > (1 + hysteresis) * demand(d) / (active(d) - 1)`` -- the donor
    would still be less loaded after giving the engine up -- counting the engines
    already moved this step; only engines that served *d* for ``min_dwell_s``, never
-   *d*'s last, neither pool mid-move, *d* not itself fed within ``min_dwell_s``,
-   and the same (d, r) pair winning ``confirm_steps`` steps in a row (or *r* being
-   ``urgent_ratio`` times as pressed). Under a steady load the reverse move is then
+   *d*'s last, neither pool mid-move, and the same (d, r) pair winning
+   ``confirm_steps`` steps in a row. A pool fed within ``min_dwell_s`` gives
+   engines away, and a pair skips confirmation, only when *r* is ``urgent_ratio``
+   times as pressed as *d* would be. Under a steady load the reverse move is
    impossible (proof in docs/allocator.md).
 3. **Lend** an idle engine of an idle pool (low pressure, KV not full) to a
    compatible pool with queued work, when no move was made.
@@ -42,6 +44,7 @@ class PressureState:
     received_at: tuple[tuple[str, float], ...] = ()   # pool -> last time it got engines
     idle_since: tuple[tuple[str, float], ...] = ()    # pool -> idle since (scale-in)
     last_scale_at: float = float("-inf")
+    started_at: float | None = None                    # first step (warm-up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class PressureConfig:
     min_pressure: float = 0.1       # a receiver below this (s/s per engine) is left alone
     max_moves_per_step: int = 4     # engines one step may move (one pair)
     drain_s: float = 10.0           # backlog counts as demand spread over this many seconds
+    warmup_s: float = 10.0          # no moves until the load signals have this much history
     lend_below: float = 0.05        # a lender's pressure must be below this ...
     lend_after_s: float = 2.0       # ... and the engine at home at least this long
     lend_max_kv_usage: float = 0.8  # ... and its KV memory (when known) at most this full
@@ -88,8 +92,12 @@ class PressurePolicy(BaseAllocationPolicy):
 
     def decide(self, ctx: AllocationContext, state: PressureState
                ) -> tuple[list[Decision], PressureState]:
+        if state.started_at is None:
+            state = replace(state, started_at=ctx.now)
         decisions = self._returns(ctx)
-        moves, state = self._rebalance(ctx, state)
+        moves, state = [], state
+        if ctx.now - state.started_at >= self.config.warmup_s:
+            moves, state = self._rebalance(ctx, state)
         decisions += moves
         if not moves:
             decisions += self._lend(ctx, {d.engine_id for d in decisions})
@@ -134,9 +142,7 @@ class PressurePolicy(BaseAllocationPolicy):
         donor, receiver = best
         pair = (donor.name, receiver.name)
         streak = state.streak + 1 if state.pair == pair else 1
-        urgent = self.pressure(receiver) > self.config.urgent_ratio * self.pressure(
-            donor, donor.num_active - 1)
-        if streak < self.config.confirm_steps and not urgent:
+        if streak < self.config.confirm_steps and not self._is_urgent(receiver, donor):
             return [], replace(state, pair=pair, streak=streak)
         moves = [Decision(DecisionKind.MOVE, e.engine_id, donor.name, receiver.name,
                           f"{receiver.name} {r:.3f} s/s per engine > (1+"
@@ -155,15 +161,21 @@ class PressurePolicy(BaseAllocationPolicy):
                      or p.queue_depth > 0 or is_slo_threatened(p)]
         for receiver in sorted(receivers, key=lambda p: (-self.pressure(p), p.name)):
             donors = sorted((d for d in pools if compatible(d, receiver) and d.num_active >= 2
-                             and not self._is_idle(d)  # an idle pool lends instead
-                             and ctx.now - received.get(d.name, float("-inf")) >= cfg.min_dwell_s),
+                             and not self._is_idle(d)),  # an idle pool lends instead
                             key=lambda d: (self.pressure(d, d.num_active - 1), d.name))
             for donor in donors:
                 if not self._beats(receiver, receiver.num_active, donor, donor.num_active - 1):
                     break  # donors are sorted: no later one qualifies either
+                fed_recently = ctx.now - received.get(donor.name, float("-inf")) < cfg.min_dwell_s
+                if fed_recently and not self._is_urgent(receiver, donor):
+                    continue  # a pool just fed gives back only in an emergency
                 if movable_engines(donor, ctx.now, cfg.min_dwell_s):
                     return donor, receiver
         return None
+
+    def _is_urgent(self, receiver: PoolLoad, donor: PoolLoad) -> bool:
+        return self.pressure(receiver) > self.config.urgent_ratio * self.pressure(
+            donor, donor.num_active - 1)
 
     def _beats(self, receiver: PoolLoad, n_r: int, donor: PoolLoad, n_d: int) -> bool:
         """The move rule: receiver pressure > (1 + h) x donor pressure after the move."""

@@ -1,12 +1,23 @@
 """Load signals: turn live pools into the ``PoolLoad`` snapshots a policy sees.
 
-Owner of the per-step windows (calls finished, late calls, cache hits) and of
-the smoothed load per pool. ``observe`` is told about every finished call;
-``snapshot`` closes a pool's window and returns its load.
+Owner of the per-step windows (calls arriving and finishing, late calls, cache
+hits) and of the smoothed rates per pool. ``observe_submit`` / ``observe`` are
+told about every call entering / leaving a managed pool; ``snapshot`` closes a
+pool's window and returns its load.
+
+Offered work = savable calls arriving per second x the pool's *unloaded* cost
+per call. The arrival rate is a slow EWMA (steady noise does not look like a
+change), replaced by a fast one when the two differ by more than
+``shift_ratio`` (a level shift must not wait for the slow average). The cost is
+the lowest smoothed expected service time seen over the last ``cost_window_s``:
+a call's expected service time grows with the load on its engines, which depends
+on the allocation itself; the windowed minimum does not, so moving an engine does
+not change the demand it was moved for.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from cortex.allocator.types import EngineLoad, PoolLoad
 from cortex.core import Usage
@@ -16,15 +27,21 @@ from cortex.pool.pool import StagePool
 
 @dataclass(slots=True)
 class _Window:
-    work_rate: float | None = None    # EWMA across windows
-    cost_s: float | None = None       # EWMA of expected service per arriving call
     opened_at: float | None = None
-    arrived_work_s: float = 0.0
-    num_arrived: int = 0
+    arrived_work_s: float = 0.0       # expected service of the savable arrivals
+    num_savable: int = 0
     num_finished: int = 0
     num_late: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
+
+
+@dataclass(slots=True)
+class _Rates:
+    fast: float | None = None         # EWMAs of savable arrivals per second
+    slow: float | None = None
+    cost_s: float | None = None       # EWMA of expected service per savable arrival
+    costs: deque[tuple[float, float]] = field(default_factory=deque)  # (t, cost_s)
 
 
 def kv_usage(view: object) -> float | None:
@@ -42,23 +59,33 @@ def kv_usage(view: object) -> float | None:
 
 class LoadMonitor:
     """Args:
-        alpha: EWMA weight of the newest window (one window per allocator step).
+        alpha: EWMA weight of the newest window in the fast average and the cost
+            (one window per allocator step).
+        slow_alpha: the same for the slow average of the arrival rate.
+        shift_ratio: relative gap between the averages that counts as a level shift.
+        cost_window_s: how far back the unloaded cost per call looks.
     """
 
-    def __init__(self, alpha: float = 0.3) -> None:
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"load EWMA alpha must be in (0, 1], got {alpha}")
-        self.alpha = alpha
+    def __init__(self, alpha: float = 0.5, cost_window_s: float = 120.0,
+                 slow_alpha: float = 0.1, shift_ratio: float = 0.5) -> None:
+        if not (0.0 < alpha <= 1.0 and 0.0 < slow_alpha <= 1.0):
+            raise ValueError(f"load EWMA weights must be in (0, 1], got {alpha}, {slow_alpha}")
+        self.alpha, self.slow_alpha, self.shift_ratio = alpha, slow_alpha, shift_ratio
+        self.cost_window_s = cost_window_s
         self._windows: dict[str, _Window] = {}
+        self._rates: dict[str, _Rates] = {}
 
     def open(self, pool: str, now: float) -> None:
         self._windows[pool] = _Window(opened_at=now)
 
-    def observe_submit(self, pool: str, call: StageCall) -> None:
-        """Count one call entering ``pool`` (its expected service is offered work)."""
+    def observe_submit(self, pool: str, call: StageCall, now: float) -> None:
+        """Count one call entering ``pool`` as offered work, unless its run is
+        already past saving (negative slack): engines added for such work would
+        not bring a run in on time."""
         w = self._windows.setdefault(pool, _Window())
-        w.num_arrived += 1
-        w.arrived_work_s += call.expected_service_s
+        if call.slack(now) >= 0:
+            w.num_savable += 1
+            w.arrived_work_s += call.expected_service_s
 
     def observe(self, pool: str, call: StageCall, usage: Usage, now: float) -> None:
         """Count one finished call of ``pool`` (late: past its run's deadline)."""
@@ -69,25 +96,46 @@ class LoadMonitor:
         w.cached_tokens += usage.cached_prompt_tokens or 0
 
     def snapshot(self, pool: StagePool, model: str, engines: tuple[EngineLoad, ...],
-                 lent_out: tuple[str, ...], now: float) -> PoolLoad:
-        """The pool's load now; closes its window and opens the next."""
+                 lent_out: tuple[str, ...], now: float, close: bool = True) -> PoolLoad:
+        """The pool's load now; ``close``: end its window and open the next."""
         w = self._windows.setdefault(pool.name, _Window())
-        span = now - w.opened_at if w.opened_at is not None else 0.0
-        rate, cost = w.work_rate, w.cost_s
-        if span > 0:
-            rate = self._smooth(rate, w.arrived_work_s / span)
-        if w.num_arrived:
-            cost = self._smooth(cost, w.arrived_work_s / w.num_arrived)
+        rates = self._rates.setdefault(pool.name, _Rates())
+        calls, cost = self._update(w, rates, now, close)
         queued = pool.queued()
-        in_flight = sum(e.in_flight for e in engines)
-        queued_s = sum(c.expected_service_s for c in queued)
+        queued_s = sum(c.expected_service_s for c in queued if c.slack(now) >= 0)
         slack = min((c.slack(now) for c in queued), default=None)
         hit = w.cached_tokens / w.prompt_tokens if w.prompt_tokens else None
-        load = PoolLoad(pool.name, model, engines, lent_out, len(queued), in_flight, rate or 0.0,
-                        queued_s + in_flight * (cost or 0.0), slack, w.num_late,
-                        w.num_finished, hit)
-        self._windows[pool.name] = _Window(rate, cost, now)
+        load = PoolLoad(pool.name, model, engines, lent_out, len(queued),
+                        sum(e.in_flight for e in engines), calls * cost, queued_s, slack,
+                        w.num_late, w.num_finished, hit)
+        if close:
+            self._windows[pool.name] = _Window(opened_at=now)
         return load
 
-    def _smooth(self, old: float | None, sample: float) -> float:
-        return sample if old is None else old + self.alpha * (sample - old)
+    def _update(self, w: _Window, rates: _Rates, now: float, close: bool
+                ) -> tuple[float, float]:
+        """Smoothed savable calls per second and unloaded cost per call."""
+        span = now - w.opened_at if w.opened_at is not None else 0.0
+        fast, slow, cost = rates.fast, rates.slow, rates.cost_s
+        if span > 0:
+            fast = self._smooth(fast, w.num_savable / span, self.alpha)
+            slow = self._smooth(slow, w.num_savable / span, self.slow_alpha)
+        if w.num_savable:
+            cost = self._smooth(cost, w.arrived_work_s / w.num_savable, self.alpha)
+        calls = slow
+        if fast is not None and slow is not None \
+                and abs(fast - slow) > self.shift_ratio * max(slow, 1e-9):
+            calls = fast
+        costs = rates.costs
+        if close:
+            rates.fast, rates.slow, rates.cost_s = fast, slow, cost
+            if cost is not None:
+                costs.append((now, cost))
+            while costs and costs[0][0] < now - self.cost_window_s:
+                costs.popleft()
+        unloaded = min((c for _, c in costs), default=cost or 0.0)
+        return calls or 0.0, unloaded
+
+    @staticmethod
+    def _smooth(old: float | None, sample: float, alpha: float) -> float:
+        return sample if old is None else old + alpha * (sample - old)

@@ -34,9 +34,10 @@ class PoolLoad(NamedTuple):
     """A pool's load, as an allocation policy sees it.
 
     Work is measured in expected service seconds (the orchestrator's per-stage
-    estimate of each call): ``work_rate`` is the smoothed work arriving per second
-    (the offered load, which does not depend on how many engines the pool has),
-    ``backlog_s`` the work waiting or running in the pool now.
+    estimate of each call) and counts only calls whose run can still meet its SLO
+    (slack >= 0): ``work_rate`` is the smoothed work arriving per second (the
+    offered load, which does not depend on how many engines the pool has),
+    ``backlog_s`` the work queued (savable calls) or running in the pool now.
     """
 
     name: str

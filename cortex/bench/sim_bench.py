@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cortex.allocator import Allocator, AllocatorConfig, is_malleable
+from cortex.allocator.knobs import nl2sql_knobs, turned
 from cortex.allocator.report import allocation_summary
 from cortex.allocator.scaling import SimEngineProvider
 from cortex.allocator.timeline import slo_series
@@ -15,6 +16,7 @@ from cortex.engine.sim import SimEngine, SimEngineConfig
 from cortex.nl2sql.workflow import load_agent
 from cortex.orchestrator.estimates import StageEstimator
 from cortex.orchestrator.orchestrator import Orchestrator
+from cortex.orchestrator.run import Run
 from cortex.pool.placement import build_layout, expected_stage_work
 from cortex.runtime.simulator import Simulator, sim_preparer
 from cortex.workload.nl2sql_sim import NL2SQLWorkload, NL2SQLWorkloadConfig
@@ -39,6 +41,7 @@ class SimBenchConfig:
     engine_startup_s: float = 5.0
     timeline: bool = False          # record engines/queues/SLO over time for every policy
     timeline_bin_s: float = 5.0
+    knobs: bool = False             # turn the agent's knobs for runs with negative slack
 
     def __post_init__(self) -> None:
         if not self.policies or not self.rates:
@@ -77,7 +80,8 @@ def run_policy(cfg: SimBenchConfig, policy: str, rate: float) -> tuple[dict[str,
     ids = iter(engines)
     views = {p.name: [engines[next(ids)] for _ in range(p.num_engines)]
              for p in layout.pools if set(p.stages) & set(workflow.llm_stages)}
-    orchestrator = Orchestrator({workflow.name: workflow}, estimator)
+    knobs = {workflow.name: nl2sql_knobs()} if cfg.knobs else None
+    orchestrator = Orchestrator({workflow.name: workflow}, estimator, knobs=knobs)
     controller = Controller(orchestrator, layout, views, sim_preparer(workload),
                             max_queue=cfg.max_queue, load_bound=cfg.load_bound,
                             allocator=_allocator(cfg, policy, engines))
@@ -108,11 +112,13 @@ def _allocator(cfg: SimBenchConfig, policy: str, engines: dict[str, SimEngine]
 
 
 def run_sim_bench(cfg: SimBenchConfig) -> dict[str, Any]:
-    results, allocation, timelines = [], [], {}
+    results, allocation, timelines, knob_rows = [], [], {}, []
     for rate in cfg.rates:
         for policy in cfg.policies:
             row, sim = run_policy(cfg, policy, rate)
             results.append(row)
+            if cfg.knobs:
+                knob_rows.append({"policy": policy, "rate": rate} | knob_summary(sim.finished))
             allocator = sim.controller.allocator
             if allocator is not None and is_malleable(policy):
                 allocation.append({"policy": policy, "rate": rate}
@@ -138,4 +144,15 @@ def run_sim_bench(cfg: SimBenchConfig) -> dict[str, Any]:
         report["allocation"] = allocation
     if timelines:
         report["timelines"] = timelines
+    if knob_rows:
+        report["knobs"] = knob_rows
     return report
+
+
+def knob_summary(runs: list[Run]) -> dict[str, Any]:
+    """How many runs turned knobs, and how often each knob was turned."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        for t in turned(run):
+            counts[t["knob"]] = counts.get(t["knob"], 0) + 1
+    return {"runs_with_knobs": sum(1 for r in runs if turned(r)), "turns": counts}

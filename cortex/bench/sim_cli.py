@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from cortex.allocator import AllocatorConfig, is_malleable
+from cortex.allocator.timeline import plot_timeline
 from cortex.bench.sim_bench import SimBenchConfig, run_sim_bench
 from cortex.engine.sim import SimEngineConfig
-from cortex.workload.nl2sql_sim import NL2SQLWorkloadConfig
+from cortex.workload.nl2sql_sim import NL2SQLWorkload, NL2SQLWorkloadConfig, shifting
 
 
 def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -15,14 +18,48 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
               else SimEngineConfig())
     if args.kv_tokens:
         engine = replace(engine, kv_capacity_tokens=args.kv_tokens)
+    if getattr(args, "max_seqs", None):
+        engine = replace(engine, max_num_seqs=args.max_seqs)
     workload = (NL2SQLWorkloadConfig.from_profile(args.workload_profile)
                 if args.workload_profile else NL2SQLWorkloadConfig())
     if args.dbs:
         workload = replace(workload, num_dbs=args.dbs)
     if args.p_fail is not None:
         workload = replace(workload, p_first_fail=args.p_fail)
+    if getattr(args, "shift", False):
+        workload = shifting(workload)
+    timeline = getattr(args, "timeline", None)
     cfg = SimBenchConfig(policies=args.policies, rates=args.rates, num_requests=args.requests,
                          seed=args.seed, num_engines=args.engines, engine=engine,
                          workload=workload, slo_s=args.slo, max_queue=args.max_queue,
-                         load_bound=args.load_bound)
-    return run_sim_bench(cfg)
+                         load_bound=args.load_bound,
+                         allocator=AllocatorConfig(getattr(args, "allocator", "slo-pressure"),
+                                                   interval_s=getattr(args, "alloc_interval",
+                                                                      1.0)),
+                         max_engines=getattr(args, "max_engines", None),
+                         timeline=timeline is not None, knobs=getattr(args, "knobs", False))
+    report = run_sim_bench(cfg)
+    if timeline is not None:
+        path = write_timeline(report, cfg, timeline)
+        if path is not None:
+            print(f"wrote {path}")
+    return report
+
+
+def write_timeline(report: dict[str, Any], cfg: SimBenchConfig, path: Path) -> Path | None:
+    """Plot the first malleable run's timeline with every policy's SLO attainment at
+    the same rate; workload shifts are marked. None when no malleable policy ran."""
+    timelines = report.get("timelines", {})
+    key = next((k for k in timelines if is_malleable(k.split("@")[0])), None)
+    if key is None:
+        return None
+    rate = key.split("@")[1]
+    slo = {k.split("@")[0]: v["slo"] for k, v in timelines.items() if k.split("@")[1] == rate}
+    phases: list[tuple[float, str]] = []
+    if cfg.workload.fail_schedule:
+        trace = NL2SQLWorkload(cfg.workload, cfg.seed).trace(float(rate), cfg.num_requests)
+        phases = [(trace[int(at * (len(trace) - 1))].arrival, f"p_fail {p:g}")
+                  for at, p in cfg.workload.fail_schedule if at > 0]
+    title = (f"{cfg.num_engines} engines, {rate} runs/s"
+             + (", shifting workload" if cfg.workload.fail_schedule else ""))
+    return plot_timeline(path, timelines[key]["allocator"], slo, title, phases)

@@ -1,10 +1,14 @@
 """Assemble a real-time deployment from a ``CortexConfig``: start engines, lay
-out pools for the policy, wire the controller and the asyncio runtime."""
+out pools for the policy, wire the controller and the asyncio runtime.
+
+``policy: cortex-malleable`` gets an allocator (the controller adds it for that
+policy); knobs declared in a workflow's YAML file (``knobs:``) are loaded here."""
 from __future__ import annotations
 
 import asyncio
 from typing import Callable
 
+from cortex.allocator.knobs import load_knobs
 from cortex.config import ConfigError, CortexConfig
 from cortex.controller import Controller
 from cortex.core import EngineRequest
@@ -58,7 +62,9 @@ async def build_runtime(cfg: CortexConfig, engines: dict[str, BaseEngine] | None
             request = inner(call)
             observe(request)
             return request
-    orchestrator = Orchestrator({wf.name: wf for wf in cfg.workflows}, default_slo_s=cfg.slo_s)
+    knobs = {wf.name: load_knobs(wf) for wf in cfg.workflows}
+    orchestrator = Orchestrator({wf.name: wf for wf in cfg.workflows}, default_slo_s=cfg.slo_s,
+                                knobs={name: k for name, k in knobs.items() if k.knobs})
     controller = Controller(orchestrator, layout, views, prepare, max_queue=cfg.max_queue,
                             load_bound=cfg.load_bound)
     runtime = RealtimeRuntime(controller, engines, num_tool_threads=cfg.tool_threads)

@@ -5,6 +5,7 @@ from cortex.allocator import Allocator, AllocatorConfig, StaticPolicy
 from cortex.allocator.types import AllocationContext, EngineLoad, PoolLoad
 from cortex.controller import Controller, StartCall
 from cortex.core import EngineRequest
+from cortex.orchestrator.run import StageCall
 from cortex.pool.placement import Layout, PoolSpec
 from tests.factories import FakeView, loop_workflow, orchestrator
 
@@ -45,8 +46,11 @@ def malleable_controller(num_gen: int = 2, num_fix: int = 1, concurrency: int = 
              "fix": [FakeView(f"e{next(ids)}", max_concurrency=concurrency)
                      for _ in range(num_fix)]}
     allocator = allocator or Allocator(AllocatorConfig("static"), policy=StaticPolicy())
-    prepare = lambda call: EngineRequest(call.call_id, prompt_tokens=[1, 2, 3])  # noqa: E731
-    return Controller(orchestrator(wf), layout, views, prepare, allocator=allocator)
+    return Controller(orchestrator(wf), layout, views, _prepare, allocator=allocator)
+
+
+def _prepare(call: StageCall) -> EngineRequest:
+    return EngineRequest(call.call_id, prompt_tokens=[1, 2, 3])
 
 
 def starts(actions: list) -> list[StartCall]:

@@ -10,6 +10,14 @@ from cortex.allocator import ALLOCATION_POLICIES, DecisionKind, PressurePolicy
 from tests.allocator.alloc_factories import ctx, engines, load
 
 
+def test_no_moves_during_warm_up():
+    policy = PressurePolicy(warmup_s=10.0, confirm_steps=1)
+    c = ctx(5.0, load("gen", 4, work=4.0), load("fix", 2, work=20.0))
+    decisions, state = policy.decide(c, policy.initial_state())
+    assert decisions == [] and state.started_at == 5.0
+    assert policy.decide(c._replace(now=15.0), state)[0]
+
+
 def test_registry_names_and_bad_options():
     assert {"static", "slo-pressure"} <= set(ALLOCATION_POLICIES.names())
     with pytest.raises(ValueError, match="confirm_steps"):
@@ -19,7 +27,7 @@ def test_registry_names_and_bad_options():
 
 
 def test_same_snapshots_same_decisions_and_inputs_untouched():
-    policy = PressurePolicy(confirm_steps=1)
+    policy = PressurePolicy(warmup_s=0, confirm_steps=1)
     c = ctx(100.0, load("gen", 6, work=60.0), load("fix", 2, work=4.0))
     state = policy.initial_state()
     c_copy, state_copy = copy.deepcopy(c), copy.deepcopy(state)
@@ -27,11 +35,11 @@ def test_same_snapshots_same_decisions_and_inputs_untouched():
     second = policy.decide(c, state)
     assert first == second and first[0]
     assert c == c_copy and state == state_copy
-    assert PressurePolicy(confirm_steps=1).decide(c_copy, state_copy) == first
+    assert PressurePolicy(warmup_s=0, confirm_steps=1).decide(c_copy, state_copy) == first
 
 
 def test_moves_from_most_spare_to_busiest_after_confirmation():
-    policy = PressurePolicy(confirm_steps=2, hysteresis=0.1)
+    policy = PressurePolicy(warmup_s=0, confirm_steps=2, hysteresis=0.1)
     # fix 6/2 = 3 per engine > 1.1 x gen 8/3 = 2.93 after the move (not urgent: < 2x)
     c = ctx(10.0, load("gen", 4, work=8.0), load("fix", 2, work=6.0))
     decisions, state = policy.decide(c, policy.initial_state())
@@ -43,7 +51,7 @@ def test_moves_from_most_spare_to_busiest_after_confirmation():
 
 
 def test_urgent_imbalance_moves_at_once_and_several_engines():
-    policy = PressurePolicy(confirm_steps=3, hysteresis=0.1)
+    policy = PressurePolicy(warmup_s=0, confirm_steps=3, hysteresis=0.1)
     c = ctx(10.0, load("gen", 4, work=4.0), load("fix", 2, work=20.0))
     decisions, _ = policy.decide(c, policy.initial_state())
     # each engine must still beat gen after the previous ones left:
@@ -52,7 +60,7 @@ def test_urgent_imbalance_moves_at_once_and_several_engines():
 
 
 def test_no_move_inside_the_hysteresis_band_or_when_all_is_quiet():
-    policy = PressurePolicy(confirm_steps=1, hysteresis=0.25)
+    policy = PressurePolicy(warmup_s=0, confirm_steps=1, hysteresis=0.25)
     # fix 10/2 = 5 per engine; gen after giving one: 12/3 = 4 -> 5 <= 1.25*4: no move
     c = ctx(0.0, load("gen", 4, work=12.0), load("fix", 2, work=10.0))
     assert policy.decide(c, policy.initial_state())[0] == []
@@ -61,7 +69,7 @@ def test_no_move_inside_the_hysteresis_band_or_when_all_is_quiet():
 
 
 def test_dwell_keeps_recent_arrivals_and_the_last_engine():
-    policy = PressurePolicy(confirm_steps=1, min_dwell_s=15.0)
+    policy = PressurePolicy(warmup_s=0, confirm_steps=1, min_dwell_s=15.0)
     recent = engines("gen", 2, since=95.0)
     c = ctx(100.0, load("gen", work=1.0, engine_list=recent), load("fix", 1, work=30.0))
     assert policy.decide(c, policy.initial_state())[0] == []      # both moved in 5 s ago
@@ -69,18 +77,21 @@ def test_dwell_keeps_recent_arrivals_and_the_last_engine():
     assert policy.decide(lone, policy.initial_state())[0] == []   # never a busy pool's last
 
 
-def test_a_pool_just_fed_gives_nothing_back_within_the_dwell():
-    policy = PressurePolicy(confirm_steps=1, min_dwell_s=15.0)
+def test_a_pool_just_fed_gives_back_only_in_an_emergency():
+    policy = PressurePolicy(warmup_s=0, confirm_steps=1, min_dwell_s=15.0)
     c = ctx(10.0, load("gen", 4, work=4.0), load("fix", 4, work=40.0))
     moves, state = policy.decide(c, policy.initial_state())
     assert moves and all(d.target == "fix" for d in moves)
-    flipped = ctx(12.0, load("gen", 1, work=40.0), load("fix", 7, work=4.0))
+    # gen 5/engine beats fix 20/6 = 3.3 after a move, but not by urgent_ratio (2x)
+    flipped = ctx(12.0, load("gen", 2, work=10.0), load("fix", 7, work=20.0))
     assert policy.decide(flipped, state)[0] == []
-    assert policy.decide(flipped._replace(now=26.0), state)[0]
+    assert policy.decide(flipped._replace(now=26.0), state)[0]      # dwell over
+    emergency = ctx(12.0, load("gen", 2, work=40.0), load("fix", 7, work=20.0))
+    assert policy.decide(emergency, state)[0]
 
 
 def test_models_must_match():
-    policy = PressurePolicy(confirm_steps=1)
+    policy = PressurePolicy(warmup_s=0, confirm_steps=1)
     c = ctx(0.0, load("gen", 6, work=1.0, model="a"), load("fix", 1, work=30.0, model="b"))
     assert policy.decide(c, policy.initial_state())[0] == []
 

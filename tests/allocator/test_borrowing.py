@@ -11,7 +11,7 @@ def lent(name: str, home: str, n: int = 1, in_flight: int = 0):
 
 
 def test_idle_pool_lends_to_a_compatible_pool_with_queued_work():
-    policy = PressurePolicy()
+    policy = PressurePolicy(warmup_s=0)
     c = ctx(50.0, load("gen", 1, work=4.0, queue=3), load("fix", 2, work=0.0))
     decisions, _ = policy.decide(c, policy.initial_state())
     assert [(d.kind, d.source, d.target) for d in decisions] == [
@@ -22,7 +22,7 @@ def test_idle_pool_lends_to_a_compatible_pool_with_queued_work():
 
 
 def test_no_lending_when_kv_memory_is_full_or_pool_busy():
-    policy = PressurePolicy(lend_max_kv_usage=0.5)
+    policy = PressurePolicy(warmup_s=0, lend_max_kv_usage=0.5)
     full = tuple(e._replace(kv_usage=0.9) for e in engines("fix", 2))
     c = ctx(50.0, load("gen", 1, work=4.0, queue=3), load("fix", work=0.0, engine_list=full))
     assert policy.decide(c, policy.initial_state())[0] == []
@@ -32,7 +32,7 @@ def test_no_lending_when_kv_memory_is_full_or_pool_busy():
 
 
 def test_lent_engine_returns_when_the_lender_queue_grows():
-    policy = PressurePolicy()
+    policy = PressurePolicy(warmup_s=0)
     gen = load("gen", work=6.0, queue=2, engine_list=engines("gen", 1) + lent("fix", "fix"))
     fix = load("fix", 1, work=2.0, queue=1, lent_out=("fix10",))
     (d,) = policy.decide(ctx(60.0, gen, fix), policy.initial_state())[0]
@@ -42,7 +42,7 @@ def test_lent_engine_returns_when_the_lender_queue_grows():
 
 
 def test_lent_engine_returns_when_the_borrower_is_done():
-    policy = PressurePolicy()
+    policy = PressurePolicy(warmup_s=0)
     gen = load("gen", work=0.0, engine_list=engines("gen", 1) + lent("fix", "fix"))
     fix = load("fix", 1, work=0.0, lent_out=("fix10",))
     (d,) = policy.decide(ctx(60.0, gen, fix), policy.initial_state())[0]
@@ -50,7 +50,7 @@ def test_lent_engine_returns_when_the_borrower_is_done():
 
 
 def test_a_borrowed_engine_is_never_moved_away():
-    policy = PressurePolicy(confirm_steps=1)
+    policy = PressurePolicy(warmup_s=0, confirm_steps=1)
     gen = load("gen", work=1.0, engine_list=lent("fix", "fix", n=3))
     fix = load("fix", 1, work=0.0, lent_out=("fix10", "fix11", "fix12"))
     third = load("third", 1, work=40.0)
@@ -64,8 +64,8 @@ def test_idle_pool_lends_its_last_engine_and_recalls_it_at_once():
     assert c.allocator.begin(lend, 0.0)
     c.tick(0.0)
     assert c.engine_pool["e1"] == "gen"
-    run_a, acts = c.admit("loop", {"q": "a"}, 0.1)
-    run_b, more = c.admit("loop", {"q": "b"}, 0.1)
+    _, acts = c.admit("loop", {"q": "a"}, 0.1)
+    _, more = c.admit("loop", {"q": "b"}, 0.1)
     gen_a, gen_b = starts(acts) + starts(more)
     assert {gen_a.engine_id, gen_b.engine_id} == {"e0", "e1"}     # both serve generate
     on_e1 = gen_a if gen_a.engine_id == "e1" else gen_b

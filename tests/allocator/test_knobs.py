@@ -30,7 +30,7 @@ def test_knob_set_orders_cheapest_first_and_checks_values():
         KnobSet((KNOBS.knobs[0], KNOBS.knobs[0]))
     with pytest.raises(ValueError, match="integer >= 1"):
         Knob("bad", KnobKind.MAX_TOKENS, "gen", 0, 0.1)
-    assert [k.name for k in nl2sql_knobs().knobs][0] == "short-sql"
+    assert nl2sql_knobs().knobs[0].name == "short-sql"
 
 
 def test_negative_slack_turns_cheapest_reachable_knobs_and_records_them():

@@ -75,7 +75,7 @@ def test_unhealthy_engine_stays_unhealthy_after_a_move():
 def test_moved_engine_is_accounted_cold_in_its_new_pool():
     c = malleable_controller(num_gen=2, num_fix=1)
     c.begin_move("e0", "fix", 0.0)
-    run, acts = c.admit("loop", {"q": "a"}, 0.1)
+    _, acts = c.admit("loop", {"q": "a"}, 0.1)
     (gen,) = starts(acts)
     (check,) = starts(c.complete(gen.call, result(text="x"), 0.5))
     (fix,) = starts(c.complete(check.call, result("error"), 0.6))

@@ -1,0 +1,139 @@
+"""cortex-malleable end to end in the simulator: conservation under random moves,
+the shifting workload, the bench report and the CLI."""
+from __future__ import annotations
+
+import json
+import random
+
+from cortex.allocator import (
+    ALLOCATION_POLICIES,
+    AllocatorConfig,
+    BaseAllocationPolicy,
+    Decision,
+    DecisionKind,
+)
+from cortex.allocator.types import AllocationContext
+from cortex.bench.sim_bench import SimBenchConfig, run_policy, run_sim_bench
+from cortex.cli import main
+from cortex.core import RunStatus
+from cortex.engine.sim import SimEngineConfig
+from cortex.workload.nl2sql_sim import NL2SQLWorkloadConfig, shifting
+
+SMALL_ENGINE = SimEngineConfig(kv_capacity_tokens=16000, max_num_seqs=8)
+VIOLATIONS: list[str] = []
+
+
+class ChaosPolicy(BaseAllocationPolicy):
+    """Test-only: random moves, lends and returns every step (deterministic per step)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def initial_state(self) -> int:
+        return 0
+
+    def decide(self, ctx: AllocationContext, state: int) -> tuple[list[Decision], int]:
+        for pool in ctx.pools:
+            if pool.queue_depth and not pool.num_active:
+                VIOLATIONS.append(f"{ctx.now}: {pool.name} has queued work and no engine")
+        rng = random.Random(self.seed * 100_003 + state)
+        decisions = []
+        for _ in range(rng.randint(0, 3)):
+            source, target = rng.sample(list(ctx.pools), 2)
+            engine = rng.choice(list(source.engines) or [None])
+            if engine is None:
+                continue
+            kind = rng.choice([DecisionKind.MOVE, DecisionKind.LEND, DecisionKind.RETURN])
+            if kind is DecisionKind.RETURN:
+                target = ctx.pool(engine.home)
+            decisions.append(Decision(kind, engine.engine_id, source.name, target.name, "chaos"))
+        return decisions, state + 1
+
+
+if "test-chaos" not in ALLOCATION_POLICIES:
+    ALLOCATION_POLICIES.add("test-chaos", ChaosPolicy)
+
+
+def config(**kw) -> SimBenchConfig:
+    opts = dict(policies=["cortex-malleable"], rates=[30.0], num_requests=400, num_engines=6,
+                seed=2, engine=SMALL_ENGINE, workload=shifting(NL2SQLWorkloadConfig()))
+    opts.update(kw)
+    return SimBenchConfig(**opts)
+
+
+def test_random_moves_lose_and_duplicate_nothing():
+    VIOLATIONS.clear()
+    cfg = config(allocator=AllocatorConfig("test-chaos", {"seed": 7}, interval_s=0.25))
+    row, sim = run_policy(cfg, "cortex-malleable", 30.0)
+    allocator = sim.controller.allocator
+    assert allocator.num_moves() > 20 and VIOLATIONS == []
+    assert len(sim.finished) == 400 and all(r.status.is_terminal for r in sim.finished)
+    call_ids = [t.call_id for r in sim.finished for t in r.trace]
+    assert len(call_ids) == len(set(call_ids))
+    stats = [e.stats() for e in sim.engines.values()]
+    assert sum(s.num_submitted for s in stats) == sum(
+        s.num_finished + s.num_cancelled for s in stats)
+    placed = sum(len(allocator.pools[p].engine_ids) for p in allocator.models)
+    llm_map = {e: p for e, p in sim.controller.engine_pool.items() if p in allocator.models}
+    assert placed == 6 and sorted(llm_map) == sorted(sim.engines)
+    for engine_id, pool in llm_map.items():
+        assert engine_id in sim.controller.pools[pool].engine_ids
+
+
+def test_malleable_report_has_moves_cold_accounting_and_timelines():
+    report = run_sim_bench(config(policies=["cortex", "cortex-malleable"], rates=[60.0],
+                                  num_requests=900, timeline=True, timeline_bin_s=2.0,
+                                  allocator=AllocatorConfig(policy_options={"warmup_s": 2.0})))
+    rows = {r["policy"]: r for r in report["results"]}
+    assert rows["cortex-malleable"]["completed"] > 0
+    (alloc,) = report["allocation"]
+    assert alloc["decisions"]["move"] > 0 and alloc["moves_per_min"] > 0
+    assert set(alloc["engines_at_end"]) == {"generate", "fix"}
+    assert sum(alloc["engines_at_end"].values()) == 6
+    assert all(0.0 <= c["hit_rate"] <= 1.0 for c in alloc["cold"].values())
+    timeline = report["timelines"]["cortex-malleable@60"]["allocator"]
+    assert len(timeline["t"]) > 10 and set(timeline["pools"]) == {"generate", "fix"}
+    assert "cortex@60" in report["timelines"]                     # static, same monitor
+    assert set(report["timelines"]["cortex@60"]["allocator"]["moves"]) == {0}
+
+
+def test_stable_workload_with_static_policy_is_untouched():
+    stable = config(workload=NL2SQLWorkloadConfig(), policies=["cortex"], num_requests=200)
+    plain = run_sim_bench(stable)["results"][0]
+    watched = run_sim_bench(config(workload=NL2SQLWorkloadConfig(), policies=["cortex"],
+                                   num_requests=200, timeline=True))["results"][0]
+    drop = ("wall_s",)
+    assert {k: v for k, v in plain.items() if k not in drop} == {
+        k: v for k, v in watched.items() if k not in drop}
+
+
+def test_knobs_are_recorded_per_policy():
+    report = run_sim_bench(config(policies=["cortex-malleable"], rates=[80.0], knobs=True,
+                                  num_requests=600))
+    (knobs,) = report["knobs"]
+    assert knobs["runs_with_knobs"] > 0 and knobs["turns"]
+
+
+def test_cli_shift_timeline_and_json(tmp_path, capsys):
+    out, png = tmp_path / "r.json", tmp_path / "t.png"
+    code = main(["bench", "--engine", "sim", "--engines", "4", "--shift", "--max-seqs", "8",
+                 "--kv-tokens", "16000", "--policies", "cortex,cortex-malleable",
+                 "--rate", "20", "--requests", "300", "--timeline", str(png),
+                 "--out", str(out)])
+    assert code == 0 and png.stat().st_size > 10_000
+    data = json.loads(out.read_text())
+    assert data["config"]["workload_config"]["fail_schedule"][1][1] == 0.7
+    assert {"allocation", "timelines"} <= set(data)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_shifting_workload_moves_the_fail_rate():
+    wl = shifting(NL2SQLWorkloadConfig())
+    assert abs(wl.mean_p_first_fail() - 0.3) < 1e-9
+    cfg = config(num_requests=600)
+    _, sim = run_policy(cfg, "cortex", 30.0)
+    runs = sorted(sim.finished, key=lambda r: int(r.run_id[1:]))
+    fixes = [sum(1 for t in r.trace if t.stage == "fix") for r in runs]
+    thirds = [sum(fixes[i * 200:(i + 1) * 200]) for i in range(3)]
+    assert thirds[1] > 3 * max(thirds[0], thirds[2])
+    assert RunStatus.SUCCEEDED in {r.status for r in runs}

@@ -1,0 +1,104 @@
+"""Scale out / in: the provider hook, the policy rule, the allocator carrying it out."""
+from __future__ import annotations
+
+import asyncio
+
+from cortex.allocator import Allocator, AllocatorConfig, Decision, DecisionKind, PressurePolicy
+from cortex.allocator.scaling import AsyncEngineProvider, SimEngineProvider
+from cortex.core import Completion, EngineRequest
+from cortex.engine.base import BaseEngine
+from cortex.engine.sim import SimEngine, SimEngineConfig
+from tests.allocator.alloc_factories import ctx, engines, load, malleable_controller
+
+SMALL = SimEngineConfig(kv_capacity_tokens=4096)
+
+
+def test_sim_provider_budget_startup_and_stop():
+    pool_engines = {"e0": SimEngine("e0", SMALL)}
+    provider = SimEngineProvider(pool_engines, SMALL, max_engines=2, startup_s=5.0)
+    assert provider.num_startable() == 1
+    engine_id = provider.start("fix", "sim", now=1.0)
+    assert engine_id is not None and provider.num_startable() == 0
+    assert provider.start("fix", "sim", now=1.0) is None
+    assert provider.ready(5.9) == []
+    ((eid, pool, view),) = provider.ready(6.0)
+    assert (eid, pool) == (engine_id, "fix") and pool_engines[eid] is view
+    provider.stop(eid, 9.0)
+    assert provider.num_startable() == 1
+
+
+def test_policy_scales_out_a_threatened_pool_only_with_budget():
+    policy = PressurePolicy(warmup_s=0)
+    late = load("fix", 1, work=5.0, late=3)
+    gen = load("gen", 1, work=5.0)
+    (d,) = policy.decide(ctx(0.0, gen, late, startable=2), policy.initial_state())[0]
+    assert (d.kind, d.target) == (DecisionKind.SCALE_OUT, "fix")
+    assert policy.decide(ctx(0.0, gen, late, startable=0), policy.initial_state())[0] == []
+
+
+def test_policy_scales_in_a_started_engine_after_idling():
+    policy = PressurePolicy(warmup_s=0, scale_in_idle_s=30.0)
+    started = engines("fix", 1, start=5)[0]._replace(can_retire=True)
+    fix = load("fix", work=0.0, engine_list=engines("fix", 1) + (started,))
+    gen = load("gen", 1, work=0.05)                  # too quiet to borrow fix's engines
+    state = policy.initial_state()
+    decisions, state = policy.decide(ctx(0.0, gen, fix), state)
+    assert decisions == []
+    decisions, state = policy.decide(ctx(31.0, gen, fix), state)
+    assert [(d.kind, d.engine_id) for d in decisions] == [(DecisionKind.SCALE_IN, "fix5")]
+
+
+def test_allocator_adds_started_engines_and_retires_them():
+    sim_engines: dict[str, SimEngine] = {}
+    provider = SimEngineProvider(sim_engines, SMALL, max_engines=4, startup_s=2.0)
+    allocator = Allocator(AllocatorConfig("static"), provider=provider)
+    c = malleable_controller(num_gen=2, num_fix=1, allocator=allocator)
+    scale_out = Decision(DecisionKind.SCALE_OUT, "", "", "fix", "test")
+    assert allocator.begin(scale_out, 0.0)
+    c.tick(1.0)
+    assert len(c.pools["fix"].engine_ids) == 1                   # still starting
+    c.tick(2.0)
+    (new,) = [e for e in c.pools["fix"].engine_ids if e not in ("e0", "e1", "e2")]
+    assert c.engine_pool[new] == "fix" and allocator.assignment[new].can_retire
+    assert allocator.records[0].done_at == 2.0
+    assert not allocator.begin(Decision(DecisionKind.SCALE_IN, "e2", "fix", "", "no"), 3.0)
+    assert allocator.begin(Decision(DecisionKind.SCALE_IN, new, "fix", "", "idle"), 3.0)
+    c.tick(4.0)
+    assert new not in c.engine_pool and new not in c.pools["fix"].engine_ids
+    assert provider.num_startable() == 4 - len(sim_engines) + 1
+
+
+class _FakeEngine(BaseEngine):
+    def __init__(self, engine_id: str, model: str) -> None:
+        self.engine_id, self.model = engine_id, model
+        self.started = self.closed = False
+
+    async def start(self) -> None:
+        await asyncio.sleep(0)
+        self.started = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def tokenize(self, request: EngineRequest) -> list[int]:
+        return []
+
+    def cached_prefix_len(self, tokens: list[int]) -> int:
+        return 0
+
+    async def generate(self, request: EngineRequest) -> Completion:
+        raise NotImplementedError
+
+
+async def test_async_provider_starts_on_the_loop_and_closes_on_stop():
+    live: dict[str, BaseEngine] = {}
+    provider = AsyncEngineProvider(_FakeEngine, live, max_engines=1)
+    engine_id = provider.start("gen", "smollm2-135m", 0.0)
+    assert engine_id == "auto-0" and provider.num_startable() == 0
+    assert provider.ready(0.0) == []
+    await asyncio.sleep(0.01)
+    ((eid, pool, engine),) = provider.ready(0.1)
+    assert (eid, pool) == ("auto-0", "gen") and engine.started and live[eid] is engine
+    provider.stop(eid, 0.2)
+    await asyncio.sleep(0.01)
+    assert engine.closed and eid not in live and provider.num_startable() == 1
