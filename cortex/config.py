@@ -16,9 +16,10 @@ Errors name the field and say what to do.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -190,7 +191,7 @@ def _server(raw: Any, source: str) -> ServerConfig:
     known = set(ServerConfig.__dataclass_fields__) | {"api_key_env"}
     unknown = set(raw) - known
     if unknown:
-        raise ConfigError(source, f"server.{sorted(unknown)[0]}", "unknown field")
+        raise ConfigError(source, f"server.{min(unknown)}", "unknown field")
     options = {k: v for k, v in raw.items() if k != "api_key_env"}
     if "api_key_env" in raw:
         options["api_key"] = os.environ.get(raw["api_key_env"]) or options.get("api_key")

@@ -86,7 +86,7 @@ def workload_profile(runs: list[Run]) -> dict[str, Any]:
                     first, first_bad = first + 1, first_bad + bad
                 else:
                     fixes, fixes_bad = fixes + 1, fixes_bad + bad
-    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0
     return {
         "prompt_tokens": {s: round(mean(v), 1) for s, v in prompt.items()},
         "output_tokens": {s: max(1, round(mean(v))) for s, v in output.items()},

@@ -8,8 +8,8 @@ proportion to each stage's expected work (see ``split_engines``).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from cortex.core import OK
 from cortex.registry import Registry

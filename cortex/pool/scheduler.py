@@ -2,7 +2,7 @@
 pool keeps its queue sorted by that key (lowest first)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from cortex.orchestrator.run import StageCall
 from cortex.registry import Registry

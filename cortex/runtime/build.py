@@ -6,15 +6,15 @@ policy); knobs declared in a workflow's YAML file (``knobs:``) are loaded here."
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from cortex.allocator.knobs import load_knobs
 from cortex.config import ConfigError, CortexConfig
 from cortex.controller import Controller
 from cortex.core import EngineRequest
 from cortex.engine.base import BaseEngine
-from cortex.orchestrator.run import StageCall
 from cortex.orchestrator.orchestrator import Orchestrator
+from cortex.orchestrator.run import StageCall
 from cortex.pool.placement import build_layout, expected_stage_work
 from cortex.runtime.realtime import RealtimeRuntime, chat_preparer
 
@@ -23,7 +23,7 @@ async def start_engines(cfg: CortexConfig) -> dict[str, BaseEngine]:
     """Create and start every engine; on any failure close the others and raise
     a ``ConfigError`` naming the engine's config entry."""
     engines = cfg.make_engines()
-    paths = dict((eid, spec["_path"]) for eid, spec in cfg.engine_specs)
+    paths = {eid: spec["_path"] for eid, spec in cfg.engine_specs}
     results = await asyncio.gather(*(e.start() for e in engines.values()),
                                    return_exceptions=True)
     failed = [(eid, exc) for eid, exc in zip(engines, results) if isinstance(exc, BaseException)]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from cortex.controller import Action, CancelCall, Controller, RunFinished, StartCall
 from cortex.core import ERROR, CallResult, EngineRequest, RunStatus, Usage

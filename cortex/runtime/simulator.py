@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from cortex.controller import Action, CancelCall, Controller, RunFinished, StartCall
 from cortex.core import CallResult, EngineRequest, ToolResult

@@ -6,7 +6,8 @@ real-time runtime runs them in a thread pool.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cortex.core import ToolResult
 from cortex.registry import Registry

@@ -5,8 +5,9 @@ Both front ends produce the same plain-dict spec, so they compile to the same
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 

@@ -6,13 +6,12 @@ import hashlib
 
 import pytest
 
-from cortex.core import Completion, RunStatus, Usage
+from cortex.core import CallResult, Completion, RunStatus, Usage
 from cortex.nl2sql.datasets import ensure_databases
 from cortex.nl2sql.workflow import load_agent
 from cortex.orchestrator.orchestrator import Orchestrator
 from cortex.orchestrator.outputs import llm_result
 from cortex.tools import TOOLS, load_builtin_tools
-from cortex.core import CallResult
 
 GOOD = "SELECT COUNT(*) FROM employees;"
 

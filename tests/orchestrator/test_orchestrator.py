@@ -42,7 +42,7 @@ def test_loop_budget_exhausted_fails_with_reason():
 
 
 def test_fix_attempt_numbers_and_latest_output_used():
-    orch, run, step = start()
+    orch, _, step = start()
     check = orch.complete(step.calls[0], result(text="bad"), 1.0).calls[0]
     fix = orch.complete(check, result(ERROR), 1.1).calls[0]
     assert fix.attempt == 1 and fix.args["user"] == "fix bad"
@@ -84,7 +84,7 @@ def test_unhandled_label_fails():
 
 
 def test_fanout_first_ok_cancels_losers():
-    orch, run, step = start(fanout=3)
+    orch, _, step = start(fanout=3)
     a, b, c = step.calls
     assert orch.complete(a, result(ERROR), 1.0) == ([], [], [])
     out = orch.complete(b, result(text="win"), 1.2)

@@ -14,7 +14,7 @@ def controller(policy="cortex", engines=2, max_queue=16):
     for p in pools:
         views[p.name] = [FakeView(f"e{n + i}") for i in range(p.num_engines)]
         n += p.num_engines
-    prepare = lambda call: EngineRequest(call.call_id, prompt_tokens=[1, 2, 3])  # noqa: E731
+    prepare = lambda call: EngineRequest(call.call_id, prompt_tokens=[1, 2, 3])
     return Controller(orchestrator(wf), layout, views, prepare, max_queue=max_queue)
 
 
