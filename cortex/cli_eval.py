@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--questions", type=Path, help="Spider/BIRD-format JSON question file")
     p.add_argument("--db-dir", type=Path, help="databases as <dir>/<db_id>/<db_id>.sqlite")
     p.add_argument("--format", choices=["auto", "spider", "bird"], default="auto")
-    p.add_argument("--limit", type=int, help="first N questions only")
+    p.add_argument("--limit", type=int,
+                   help="N questions, taken in turn from each difficulty level (file order)")
     p.add_argument("--db", help="built-in set: only this database")
     p.add_argument("--policy", default="cortex", choices=PLACEMENTS.names())
     p.add_argument("--engines", type=int, default=2)
@@ -28,11 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from cortex.bench.accuracy import evaluate, format_summary, load_eval_questions
+    from cortex.bench.accuracy import evaluate, format_summary, load_eval_questions, spread
 
     questions = load_eval_questions(args.questions, args.db_dir, args.format, args.db)
     if args.limit:
-        questions = questions[: args.limit]
+        questions = spread(questions, args.limit)
     report = asyncio.run(evaluate(questions, args))
     print(format_summary(report["summary"]))
     if args.out:

@@ -33,6 +33,24 @@ def load_eval_questions(questions: Path | None, db_dir: Path | None, fmt: str,
     return loader(questions, db_dir)
 
 
+def spread(questions: list[Any], limit: int) -> list[Any]:
+    """The first ``limit`` questions taken round-robin over difficulty levels (file order
+    within a level), so a short run covers every level."""
+    groups: dict[str, list[Any]] = defaultdict(list)
+    for q in questions:
+        groups[getattr(q, "difficulty", "") or "unknown"].append(q)
+    out: list[Any] = []
+    queues = [iter(g) for g in groups.values()]
+    while queues and len(out) < limit:
+        for it in list(queues):
+            q = next(it, None)
+            if q is None:
+                queues.remove(it)
+            elif len(out) < limit:
+                out.append(q)
+    return out
+
+
 def _db_path(question: Any) -> str:
     path = getattr(question, "db_path", None)
     if path:

@@ -52,3 +52,13 @@ def test_accuracy_summary_by_difficulty():
     assert summary["first_try_success"] == pytest.approx(1 / 3, abs=1e-4)
     assert summary["mean_retries"] == pytest.approx(5 / 3, abs=1e-3)
     assert summary["fix_success_rate"] == 0.5
+
+
+def test_spread_takes_every_difficulty_in_turn():
+    from types import SimpleNamespace
+
+    from cortex.bench.accuracy import spread
+
+    qs = [SimpleNamespace(id=i, difficulty=d) for i, d in enumerate("aaabbc")]
+    assert [q.id for q in spread(qs, 4)] == [0, 3, 5, 1]
+    assert len(spread(qs, 100)) == 6
