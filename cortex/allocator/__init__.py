@@ -19,10 +19,11 @@ Rule and measurements: docs/allocator.md.
 from __future__ import annotations
 
 from cortex.allocator import pressure as _pressure  # noqa: F401  (registers slo-pressure)
-from cortex.allocator.allocator import Allocator, AllocatorConfig, Assignment, ColdStats
+from cortex.allocator.allocator import Allocator
 from cortex.allocator.placement import MALLEABLE, is_malleable, pool_models
 from cortex.allocator.policy import ALLOCATION_POLICIES, BaseAllocationPolicy, StaticPolicy
 from cortex.allocator.pressure import PressureConfig, PressurePolicy, PressureState
+from cortex.allocator.state import AllocatorConfig, Assignment, ColdStats
 from cortex.allocator.types import (
     AllocationContext,
     Decision,

@@ -16,12 +16,12 @@ thinks it is, is refused and counted. Synchronous; time is an argument.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from cortex.allocator.policy import ALLOCATION_POLICIES, BaseAllocationPolicy
 from cortex.allocator.scaling import BaseEngineProvider
 from cortex.allocator.signals import LoadMonitor, kv_usage
+from cortex.allocator.state import AllocatorConfig, Assignment, ColdStats
 from cortex.allocator.timeline import Timeline
 from cortex.allocator.types import (
     AllocationContext,
@@ -37,54 +37,6 @@ from cortex.orchestrator.run import StageCall
 from cortex.pool.pool import StagePool
 
 Change = tuple[str, str]  # (engine id, pool it now serves; "" once stopped)
-
-
-@dataclass(slots=True)
-class AllocatorConfig:
-    """Args:
-        policy: name in ``ALLOCATION_POLICIES``.
-        policy_options: keyword options of the policy.
-        interval_s: time between policy steps.
-        load_alpha: EWMA weight of a new load sample.
-        cost_window_s: the unloaded cost per call is the least seen over this long.
-        cold_window_s: a moved engine's calls this soon after arriving count as cold-start.
-    """
-
-    policy: str = "slo-pressure"
-    policy_options: dict[str, Any] = field(default_factory=dict)
-    interval_s: float = 1.0
-    load_alpha: float = 0.5
-    cost_window_s: float = 120.0
-    cold_window_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.interval_s <= 0 or self.cold_window_s < 0:
-            raise ValueError("allocator: interval_s must be > 0 and cold_window_s >= 0")
-
-
-@dataclass(slots=True)
-class Assignment:
-    engine_id: str
-    home: str
-    pool: str
-    since: float                     # joined its pool (-inf: placed at start)
-    view: EngineView | None = None   # what the router sees (kept for KV-usage reads)
-    is_moved: bool = False           # arrived by a decision (its cache started cold)
-    can_retire: bool = False         # started by a provider
-    pending: Decision | None = None  # draining toward this decision
-
-
-@dataclass(slots=True)
-class ColdStats:
-    """Calls served by engines within ``cold_window_s`` of arriving in a pool."""
-
-    num_calls: int = 0
-    prompt_tokens: int = 0
-    cached_prompt_tokens: int = 0
-
-    @property
-    def hit_rate(self) -> float:
-        return self.cached_prompt_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
 
 class Allocator:

@@ -95,7 +95,7 @@ class PressurePolicy(BaseAllocationPolicy):
         if state.started_at is None:
             state = replace(state, started_at=ctx.now)
         decisions = self._returns(ctx)
-        moves, state = [], state
+        moves: list[Decision] = []
         if ctx.now - state.started_at >= self.config.warmup_s:
             moves, state = self._rebalance(ctx, state)
         decisions += moves

@@ -5,7 +5,7 @@ hits) and of the smoothed rates per pool. ``observe_submit`` / ``observe`` are
 told about every call entering / leaving a managed pool; ``snapshot`` closes a
 pool's window and returns its load.
 
-Offered work = savable calls arriving per second x the pool's *unloaded* cost
+Offered work = calls arriving per second x the pool's *unloaded* cost
 per call. The arrival rate is a slow EWMA (steady noise does not look like a
 change), replaced by a fast one when the two differ by more than
 ``shift_ratio`` (a level shift must not wait for the slow average). The cost is
@@ -28,8 +28,8 @@ from cortex.pool.pool import StagePool
 @dataclass(slots=True)
 class _Window:
     opened_at: float | None = None
-    arrived_work_s: float = 0.0       # expected service of the savable arrivals
-    num_savable: int = 0
+    arrived_work_s: float = 0.0       # expected service of the arrivals
+    num_arrived: int = 0
     num_finished: int = 0
     num_late: int = 0
     prompt_tokens: int = 0
@@ -38,9 +38,9 @@ class _Window:
 
 @dataclass(slots=True)
 class _Rates:
-    fast: float | None = None         # EWMAs of savable arrivals per second
+    fast: float | None = None         # EWMAs of arrivals per second
     slow: float | None = None
-    cost_s: float | None = None       # EWMA of expected service per savable arrival
+    cost_s: float | None = None       # EWMA of expected service per arrival
     costs: deque[tuple[float, float]] = field(default_factory=deque)  # (t, cost_s)
 
 
@@ -79,13 +79,11 @@ class LoadMonitor:
         self._windows[pool] = _Window(opened_at=now)
 
     def observe_submit(self, pool: str, call: StageCall, now: float) -> None:
-        """Count one call entering ``pool`` as offered work, unless its run is
-        already past saving (negative slack): engines added for such work would
-        not bring a run in on time."""
+        """Count one call entering ``pool`` as offered work (late or not: the pool
+        serves it either way)."""
         w = self._windows.setdefault(pool, _Window())
-        if call.slack(now) >= 0:
-            w.num_savable += 1
-            w.arrived_work_s += call.expected_service_s
+        w.num_arrived += 1
+        w.arrived_work_s += call.expected_service_s
 
     def observe(self, pool: str, call: StageCall, usage: Usage, now: float) -> None:
         """Count one finished call of ``pool`` (late: past its run's deadline)."""
@@ -102,7 +100,7 @@ class LoadMonitor:
         rates = self._rates.setdefault(pool.name, _Rates())
         calls, cost = self._update(w, rates, now, close)
         queued = pool.queued()
-        queued_s = sum(c.expected_service_s for c in queued if c.slack(now) >= 0)
+        queued_s = sum(c.expected_service_s for c in queued)
         slack = min((c.slack(now) for c in queued), default=None)
         hit = w.cached_tokens / w.prompt_tokens if w.prompt_tokens else None
         load = PoolLoad(pool.name, model, engines, lent_out, len(queued),
@@ -114,14 +112,14 @@ class LoadMonitor:
 
     def _update(self, w: _Window, rates: _Rates, now: float, close: bool
                 ) -> tuple[float, float]:
-        """Smoothed savable calls per second and unloaded cost per call."""
+        """Smoothed calls per second and unloaded cost per call."""
         span = now - w.opened_at if w.opened_at is not None else 0.0
         fast, slow, cost = rates.fast, rates.slow, rates.cost_s
         if span > 0:
-            fast = self._smooth(fast, w.num_savable / span, self.alpha)
-            slow = self._smooth(slow, w.num_savable / span, self.slow_alpha)
-        if w.num_savable:
-            cost = self._smooth(cost, w.arrived_work_s / w.num_savable, self.alpha)
+            fast = self._smooth(fast, w.num_arrived / span, self.alpha)
+            slow = self._smooth(slow, w.num_arrived / span, self.slow_alpha)
+        if w.num_arrived:
+            cost = self._smooth(cost, w.arrived_work_s / w.num_arrived, self.alpha)
         calls = slow
         if fast is not None and slow is not None \
                 and abs(fast - slow) > self.shift_ratio * max(slow, 1e-9):

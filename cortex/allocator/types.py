@@ -34,10 +34,9 @@ class PoolLoad(NamedTuple):
     """A pool's load, as an allocation policy sees it.
 
     Work is measured in expected service seconds (the orchestrator's per-stage
-    estimate of each call) and counts only calls whose run can still meet its SLO
-    (slack >= 0): ``work_rate`` is the smoothed work arriving per second (the
-    offered load, which does not depend on how many engines the pool has),
-    ``backlog_s`` the work queued (savable calls) or running in the pool now.
+    estimate of each call): ``work_rate`` is the smoothed work arriving per second
+    at the pool's unloaded cost per call (the offered load, which does not depend
+    on how many engines the pool has), ``backlog_s`` the work queued in the pool.
     """
 
     name: str
@@ -47,7 +46,7 @@ class PoolLoad(NamedTuple):
     queue_depth: int
     in_flight: int
     work_rate: float                   # EWMA of expected service seconds arriving per second
-    backlog_s: float                   # expected service seconds queued + in flight
+    backlog_s: float                   # expected service seconds queued
     min_slack_s: float | None          # least slack among queued calls (None: queue empty)
     num_late: int                      # calls that finished past their run's deadline, last step
     num_finished: int                  # calls finished, last step

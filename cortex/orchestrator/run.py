@@ -82,4 +82,5 @@ class Run:
             "met_slo": self.met_slo,
             "output": self.output,
             "trace": [t.to_dict() for t in self.trace],
+            "knobs_turned": list(self.meta.get("knobs_turned", [])),
         }

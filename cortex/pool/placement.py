@@ -61,6 +61,11 @@ def _isolated(llm_stages: list[str], num_engines: int, work: dict[str, float]
     return [PoolSpec(s, (s,), split[s], "slack", "prefix_affinity") for s in llm_stages]
 
 
+# Same pools and initial split as ``cortex``; the controller adds an allocator
+# (``cortex.allocator``) that moves, lends and scales engines at run time.
+PLACEMENTS.add("cortex-malleable", _isolated)
+
+
 def split_engines(work: dict[str, float], num_engines: int) -> dict[str, int]:
     """Split engines among stages in proportion to expected work, at least one each.
 

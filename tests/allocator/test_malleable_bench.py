@@ -55,8 +55,9 @@ if "test-chaos" not in ALLOCATION_POLICIES:
 
 
 def config(**kw) -> SimBenchConfig:
-    opts = dict(policies=["cortex-malleable"], rates=[30.0], num_requests=400, num_engines=6,
-                seed=2, engine=SMALL_ENGINE, workload=shifting(NL2SQLWorkloadConfig()))
+    opts = {"policies": ["cortex-malleable"], "rates": [30.0], "num_requests": 400,
+            "num_engines": 6, "seed": 2, "engine": SMALL_ENGINE,
+            "workload": shifting(NL2SQLWorkloadConfig())}
     opts.update(kw)
     return SimBenchConfig(**opts)
 
@@ -64,7 +65,7 @@ def config(**kw) -> SimBenchConfig:
 def test_random_moves_lose_and_duplicate_nothing():
     VIOLATIONS.clear()
     cfg = config(allocator=AllocatorConfig("test-chaos", {"seed": 7}, interval_s=0.25))
-    row, sim = run_policy(cfg, "cortex-malleable", 30.0)
+    _, sim = run_policy(cfg, "cortex-malleable", 30.0)
     allocator = sim.controller.allocator
     assert allocator.num_moves() > 20 and VIOLATIONS == []
     assert len(sim.finished) == 400 and all(r.status.is_terminal for r in sim.finished)

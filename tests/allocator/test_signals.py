@@ -1,0 +1,49 @@
+"""Load signals: offered work must follow the workload, not the allocation."""
+from __future__ import annotations
+
+from cortex.allocator.signals import LoadMonitor
+from cortex.pool.pool import StagePool
+from cortex.pool.router import ROUTERS
+from cortex.pool.scheduler import SCHEDULERS
+from tests.factories import make_call
+
+
+def _pool() -> StagePool:
+    return StagePool("p", ("gen",), SCHEDULERS.get("fcfs"), ROUTERS.get("least_loaded")())
+
+
+def _step(monitor: LoadMonitor, pool: StagePool, t: float, calls: int, cost: float):
+    for i in range(calls):
+        monitor.observe_submit("p", make_call(f"c{t}-{i}", slack_key=1e9, expected_s=cost), t)
+    return monitor.snapshot(pool, "m", (), (), t + 1.0)
+
+
+def test_steady_noise_is_smoothed_and_a_shift_is_seen_at_once():
+    monitor, pool = LoadMonitor(alpha=0.5, slow_alpha=0.1, shift_ratio=0.5), _pool()
+    monitor.open("p", 0.0)
+    for t, n in enumerate([50, 60, 40, 55, 45, 50, 58, 42]):
+        load = _step(monitor, pool, float(t), n, 1.0)
+    assert 45 < load.work_rate < 55                     # the slow average
+    load = _step(monitor, pool, 8.0, 250, 1.0)          # 5x: a level shift
+    assert load.work_rate > 130                         # the fast average takes over
+
+
+def test_a_costlier_call_after_a_move_does_not_raise_demand():
+    monitor, pool = LoadMonitor(alpha=0.5, cost_window_s=120.0), _pool()
+    monitor.open("p", 0.0)
+    for t in range(5):
+        base = _step(monitor, pool, float(t), 50, 1.0)
+    for t in range(5, 10):                              # fewer engines: calls take longer
+        later = _step(monitor, pool, float(t), 50, 1.5)
+    assert abs(later.work_rate - base.work_rate) < 1e-6  # the unloaded cost stays 1.0 s
+    assert later.backlog_s == 0.0
+
+
+def test_peeking_does_not_close_the_window():
+    monitor, pool = LoadMonitor(), _pool()
+    monitor.open("p", 0.0)
+    for i in range(10):
+        monitor.observe_submit("p", make_call(f"c{i}", slack_key=1e9), 0.5)
+    peek = monitor.snapshot(pool, "m", (), (), 1.0, close=False)
+    real = monitor.snapshot(pool, "m", (), (), 1.0)
+    assert peek == real and real.work_rate == 10.0
