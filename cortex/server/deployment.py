@@ -13,13 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cortex.config import CortexConfig
-from cortex.controller import Controller
 from cortex.core import EngineRequest, SamplingParams
 from cortex.engine.base import BaseEngine
-from cortex.orchestrator.orchestrator import Orchestrator
 from cortex.orchestrator.run import StageCall
-from cortex.pool.placement import Layout, build_layout, expected_stage_work
-from cortex.runtime.build import start_engines
+from cortex.pool.placement import Layout
+from cortex.runtime.build import PoolPlan, assemble, plan_pools, start_engines
 from cortex.runtime.realtime import RealtimeRuntime, chat_preparer
 from cortex.workflow import CompiledWorkflow, WorkflowBuilder
 
@@ -73,24 +71,20 @@ def _pool_workflows(layout: Layout, workflows: list[CompiledWorkflow]
             for p in layout.pools if p.stages[0] in owner]
 
 
-def _preparer(views: dict[str, list[BaseEngine]], pool_of: dict[str, str],
-              direct_calls: dict[str, DirectCall], on_queue: QueueHook | None
-              ) -> Callable[[StageCall], EngineRequest]:
-    def engines_of(stage: str) -> list[BaseEngine]:
-        return views.get(pool_of[stage], [])
-
-    rendered = chat_preparer(engines_of)
+def _preparer(plan: PoolPlan, direct_calls: dict[str, DirectCall],
+              on_queue: QueueHook | None) -> Callable[[StageCall], EngineRequest]:
+    rendered = chat_preparer(plan.engines_of)
 
     def prepare(call: StageCall) -> EngineRequest:
         if on_queue is not None:
-            on_queue(call, pool_of[call.stage.name])
+            on_queue(call, plan.pool_of[call.stage.name])
         direct = direct_calls.get(call.run_id)
         if direct is None:
             return rendered(call)
         request = EngineRequest(call.call_id, messages=direct.messages, prompt=direct.prompt,
                                 params=direct.params,
                                 model=call.stage.llm.model if call.stage.llm else None)
-        engines = engines_of(call.stage.name)
+        engines = plan.engines_of(call.stage.name)
         if engines:
             request.prompt_tokens = engines[0].tokenize(request)
         return request
@@ -119,25 +113,11 @@ async def build_deployment(cfg: CortexConfig, engines: dict[str, BaseEngine] | N
 
 async def _assemble(cfg: CortexConfig, engines: dict[str, BaseEngine],
                     on_queue: QueueHook | None) -> Deployment:
-    work: dict[str, float] = {}
-    for wf in cfg.workflows:
-        work.update(expected_stage_work(wf, {}, {}))
-    layout = build_layout(cfg.policy, cfg.workflows, len(engines), work,
-                          num_tool_workers=cfg.tool_threads)
-    per_pool = _pool_workflows(layout, cfg.workflows)
-    ids = iter(engines)
-    llm_stages = {s for wf in cfg.workflows for s in wf.llm_stages}
-    views = {p.name: [engines[next(ids)] for _ in range(p.num_engines)]
-             for p in layout.pools if set(p.stages) & llm_stages}
-    pool_of = {s: p.name for p in layout.pools for s in p.stages}
+    plan = plan_pools(cfg, engines)
+    per_pool = _pool_workflows(plan.layout, cfg.workflows)
     direct_calls: dict[str, DirectCall] = {}
-    all_workflows = {wf.name: wf for wf in [*cfg.workflows, *per_pool]}
-    orchestrator = Orchestrator(all_workflows, default_slo_s=cfg.slo_s)
-    controller = Controller(orchestrator, layout, views,
-                            _preparer(views, pool_of, direct_calls, on_queue),
-                            max_queue=cfg.max_queue, load_bound=cfg.load_bound)
-    runtime = RealtimeRuntime(controller, engines, num_tool_threads=cfg.tool_threads)
-    await runtime.start()
+    runtime = await assemble(cfg, engines, plan, _preparer(plan, direct_calls, on_queue),
+                             [*cfg.workflows, *per_pool])
     return Deployment(runtime, {wf.name: wf for wf in cfg.workflows},
                       {wf.name[len(POOL_WORKFLOW_PREFIX):]: wf.name for wf in per_pool},
                       direct_calls)
