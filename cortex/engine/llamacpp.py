@@ -8,7 +8,10 @@ Prefix reuse, and what is reported as cached (docs/engines.md):
 
 * the live context is a cache of one entry: the tokens it evaluated last;
 * ``StateCache`` holds KV snapshots (``llama_state_seq_get_data``) of past
-  prompts under a byte budget, evicting least recently used ones. A snapshot of
+  prompts under a byte budget, evicting least recently used ones. A chat call is
+  snapshotted at the end of its **stable prefix** (every message but the last:
+  system prompt, exemplars, schema), which later calls share; its own tail
+  (question, failed SQL) would only crowd that prefix out. A snapshot of
   N tokens serves any prompt sharing its first k <= N tokens (restore, then
   drop the tail). Only KV bytes count; the live context is not in the budget;
 * a call takes the longer of the two matches, minus one: the prompt's last
@@ -394,13 +397,36 @@ class LlamaCppEngine(BaseEngine):
         reused = self._reuse_prefix(llama, tokens)
         llama.n_tokens = reused        # the next eval drops the KV tail past this point
         self._live = tokens[:reused]
-        step = self.config.prefill_chunk_tokens
-        for start in range(reused, len(tokens), step):
-            self._check(job)
-            llama.eval(tokens[start:start + step])
-        if job.save_state:
+        boundary = self._stable_prefix_len(job.request, tokens)
+        if reused < boundary:
+            self._eval(llama, tokens, reused, boundary, job)
+            if job.save_state:
+                self._save(llama, tokens[:boundary])
+            reused_or_boundary = boundary
+        else:  # the live context already went past the prefix: keep a snapshot of it
+            if job.save_state and boundary:
+                self._save(llama, tokens[:reused])
+            reused_or_boundary = reused
+        self._eval(llama, tokens, reused_or_boundary, len(tokens), job)
+        if job.save_state and boundary == 0:
             self._save(llama, tokens)
         return reused
+
+    def _eval(self, llama: llama_cpp.Llama, tokens: Tokens, start: int, end: int,
+              job: _Job) -> None:
+        step = self.config.prefill_chunk_tokens
+        for i in range(start, end, step):
+            self._check(job)
+            llama.eval(tokens[i:min(i + step, end)])
+
+    def _stable_prefix_len(self, request: EngineRequest, tokens: Tokens) -> int:
+        """Tokens shared with the chat of every message but the last (0: no such prefix)."""
+        messages = request.messages or []
+        if len(messages) < 2 or self._tokenizer is None:
+            return 0
+        head = self._tokenizer.encode_chat(messages[:-1])
+        n = common_prefix_len(tuple(head), tokens)
+        return n if 0 < n < len(tokens) - 1 else 0
 
     def _reuse_prefix(self, llama: llama_cpp.Llama, tokens: Tokens) -> int:
         import llama_cpp
