@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
 
 def _floats(text: str) -> list[float]:
@@ -80,15 +79,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-_EXTRA: list[Callable[[argparse._SubParsersAction], None]] = []
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cortex", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_bench(sub)
-    for add in _EXTRA:
-        add(sub)
     for module in ("cortex.cli_run", "cortex.cli_eval", "cortex.cli_serve",
                    "cortex.cli_report", "cortex.cli_profile"):
         try:
@@ -107,10 +101,6 @@ def main(argv: list[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"cortex {args.command}: error: {message}", file=sys.stderr)
         return 2
-
-
-def run_main() -> Any:  # pragma: no cover - console entry
-    sys.exit(main())
 
 
 if __name__ == "__main__":  # pragma: no cover
