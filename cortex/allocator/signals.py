@@ -8,7 +8,9 @@ pool's window and returns its load.
 Offered work = calls arriving per second x the pool's *unloaded* cost
 per call. The arrival rate is a slow EWMA (steady noise does not look like a
 change), replaced by a fast one when the two differ by more than
-``shift_ratio`` (a level shift must not wait for the slow average). The cost is
+``shift_ratio`` and by more than ``shift_z`` standard deviations of Poisson
+noise (a level shift must not wait for the slow average; a quiet spell at a low
+rate must not look like a pool going idle). The cost is
 the lowest smoothed expected service time seen over the last ``cost_window_s``:
 a call's expected service time grows with the load on its engines, which depends
 on the allocation itself; the windowed minimum does not, so moving an engine does
@@ -16,6 +18,7 @@ not change the demand it was moved for.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -46,12 +49,19 @@ class _Rates:
 
 def kv_usage(view: object) -> float | None:
     """Fraction of an engine's KV memory holding blocks (live or cached), when
-    the backend can tell: ``view.kv_usage()`` or a simulated engine's cache."""
+    the backend can tell: ``view.kv_usage()``, a simulated engine's block cache,
+    or the share of a llama.cpp engine's snapshot budget in use."""
     fn = getattr(view, "kv_usage", None)
     if callable(fn):
         return fn()
-    size_info = getattr(getattr(view, "cache", None), "size_info", None)
+    cache = getattr(view, "cache", None)
+    size_info = getattr(cache, "size_info", None)
     if not callable(size_info):
+        # a byte-budgeted snapshot cache (the llama.cpp engine's StateCache)
+        capacity = getattr(cache, "capacity_bytes", None)
+        used = getattr(cache, "num_bytes", None)
+        if isinstance(capacity, int) and isinstance(used, int) and capacity > 0:
+            return used / capacity
         return None
     info = size_info()
     return (info.in_use + info.evictable) / info.total if info.total else None
@@ -62,15 +72,18 @@ class LoadMonitor:
         alpha: EWMA weight of the newest window in the fast average and the cost
             (one window per allocator step).
         slow_alpha: the same for the slow average of the arrival rate.
-        shift_ratio: relative gap between the averages that counts as a level shift.
+        shift_ratio: relative gap between the averages that counts as a level shift ...
+        shift_z: ... when it is also this many standard deviations of Poisson noise.
         cost_window_s: how far back the unloaded cost per call looks.
     """
 
     def __init__(self, alpha: float = 0.5, cost_window_s: float = 120.0,
-                 slow_alpha: float = 0.1, shift_ratio: float = 0.5) -> None:
+                 slow_alpha: float = 0.1, shift_ratio: float = 0.5, shift_z: float = 3.0
+                 ) -> None:
         if not (0.0 < alpha <= 1.0 and 0.0 < slow_alpha <= 1.0):
             raise ValueError(f"load EWMA weights must be in (0, 1], got {alpha}, {slow_alpha}")
         self.alpha, self.slow_alpha, self.shift_ratio = alpha, slow_alpha, shift_ratio
+        self.shift_z = shift_z
         self.cost_window_s = cost_window_s
         self._windows: dict[str, _Window] = {}
         self._rates: dict[str, _Rates] = {}
@@ -121,8 +134,7 @@ class LoadMonitor:
         if w.num_arrived:
             cost = self._smooth(cost, w.arrived_work_s / w.num_arrived, self.alpha)
         calls = slow
-        if fast is not None and slow is not None \
-                and abs(fast - slow) > self.shift_ratio * max(slow, 1e-9):
+        if fast is not None and slow is not None and self._is_shift(fast, slow, span):
             calls = fast
         costs = rates.costs
         if close:
@@ -133,6 +145,17 @@ class LoadMonitor:
                 costs.popleft()
         unloaded = min((c for _, c in costs), default=cost or 0.0)
         return calls or 0.0, unloaded
+
+    def _is_shift(self, fast: float, slow: float, span: float) -> bool:
+        """A level shift: the averages differ by more than ``shift_ratio`` and by
+        more than ``shift_z`` standard deviations of Poisson noise over the fast
+        average's memory. A few arrivals per window make a quiet spell normal (at
+        0.3 calls/s, 3 s without a call happens 40% of the time), not a shift."""
+        gap = abs(fast - slow)
+        if gap <= self.shift_ratio * max(slow, 1e-9):
+            return False
+        memory_s = max(span, 1e-9) * (2.0 - self.alpha) / self.alpha   # EWMA's effective span
+        return gap > self.shift_z * math.sqrt(max(slow, 1e-9) / memory_s)
 
     @staticmethod
     def _smooth(old: float | None, sample: float, alpha: float) -> float:

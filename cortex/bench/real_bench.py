@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cortex.allocator import is_malleable
+from cortex.allocator.report import allocation_summary
 from cortex.bench.metrics import OracleCache, summarize
 from cortex.config import parse_config
 from cortex.orchestrator.run import Run
@@ -40,7 +42,9 @@ def question_trace(rate: float, num_runs: int, seed: int) -> list[Arrival]:
 
 
 async def run_policy(policy: str, rate: float, trace: list[Arrival], args: argparse.Namespace
-                     ) -> tuple[dict[str, Any], list[Run]]:
+                     ) -> tuple[dict[str, Any], list[Run], dict[str, Any] | None]:
+    """One (policy, rate) point on fresh engines: the result row, the runs, and
+    the allocator's summary (decisions, cold starts) for malleable policies."""
     cfg = parse_config({
         "policy": policy, "workflows": ["nl2sql"], "max_queue": args.max_queue,
         "load_bound": args.load_bound,
@@ -60,11 +64,15 @@ async def run_policy(policy: str, rate: float, trace: list[Arrival], args: argpa
                                  slo_s=slo)
             ids.append(run.run_id)
         runs = [await runtime.wait(i) for i in ids]
+        allocator = runtime.controller.allocator
+        allocation = (allocation_summary(allocator, runs)
+                      if allocator is not None and is_malleable(policy) else None)
     finally:
         await runtime.close()
     wall = time.perf_counter() - started
     llm = {s for wf in cfg.workflows for s in wf.llm_stages}
-    return summarize(policy, rate, runs, llm, oracle.prefill_tokens, wall), runs
+    row = summarize(policy, rate, runs, llm, oracle.prefill_tokens, wall)
+    return row, runs, allocation
 
 
 def workload_profile(runs: list[Run]) -> dict[str, Any]:
@@ -98,14 +106,18 @@ def workload_profile(runs: list[Run]) -> dict[str, Any]:
 
 
 def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    results, all_runs = [], []
+    results, all_runs, allocation = [], [], []
     for rate in args.rates:
         trace = question_trace(rate, args.requests, args.seed)
         for policy in args.policies:
-            row, runs = asyncio.run(run_policy(policy, rate, trace, args))
+            row, runs, alloc = asyncio.run(run_policy(policy, rate, trace, args))
             print(json.dumps(row))
             results.append(row)
             all_runs.extend(runs)
+            if alloc is not None:
+                allocation.append({"policy": policy, "rate": rate} | alloc)
+                print(json.dumps({"policy": policy, "rate": rate,
+                                  "decisions": alloc["decisions"], "cold": alloc["cold"]}))
     profile = workload_profile(all_runs)
     if args.profile_out:
         Path(args.profile_out).write_text(json.dumps({"workload_profile": profile}, indent=2))
@@ -113,4 +125,7 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
               "policies": args.policies, "rates": args.rates, "requests": args.requests,
               "seed": args.seed, "slo_s": args.slo or 60.0, "cache_mb": args.cache_mb or 64.0,
               "load_bound": args.load_bound, "max_queue": args.max_queue}
-    return {"config": config, "results": results, "workload_profile": profile}
+    report = {"config": config, "results": results, "workload_profile": profile}
+    if allocation:
+        report["allocation"] = allocation
+    return report

@@ -47,3 +47,26 @@ def test_peeking_does_not_close_the_window():
     peek = monitor.snapshot(pool, "m", (), (), 1.0, close=False)
     real = monitor.snapshot(pool, "m", (), (), 1.0)
     assert peek == real and real.work_rate == 10.0
+
+
+def test_a_quiet_spell_at_a_low_rate_is_noise_not_a_pool_going_idle():
+    # 0.3 calls/s: seconds without a call are normal Poisson gaps. The offered load
+    # must stay near the slow average, or an allocator would lend the pool's engines.
+    monitor, pool = LoadMonitor(alpha=0.5, slow_alpha=0.1, shift_ratio=0.5), _pool()
+    monitor.open("p", 0.0)
+    pattern = [1, 0, 0, 1, 0, 0, 0, 1, 0, 0]            # 0.3 calls/s on average
+    for t in range(60):
+        load = _step(monitor, pool, float(t), pattern[t % len(pattern)], 2.0)
+    for t in range(60, 64):                             # four quiet seconds
+        load = _step(monitor, pool, float(t), 0, 2.0)
+    assert load.work_rate > 0.3                         # ~0.6 s/s: still the slow average
+
+
+def test_a_pool_that_really_goes_idle_is_seen_as_idle():
+    monitor, pool = LoadMonitor(alpha=0.5, slow_alpha=0.1, shift_ratio=0.5), _pool()
+    monitor.open("p", 0.0)
+    for t in range(30):
+        load = _step(monitor, pool, float(t), 20, 1.0)
+    for t in range(30, 36):                             # 20/s -> 0: far beyond noise
+        load = _step(monitor, pool, float(t), 0, 1.0)
+    assert load.work_rate < 1.0
