@@ -11,11 +11,18 @@
         urls: [http://127.0.0.1:8000]
         model: my-model
     server: {host: 127.0.0.1, port: 8080, api_key_env: CORTEX_API_KEY}
+    allocator:                     # only with policy: cortex-malleable (docs/allocator.md)
+      policy: slo-pressure         # or static (never moves)
+      interval_s: 1.0              # seconds between policy steps
+      options: {min_dwell_s: 15}   # the policy's options (slo-pressure: PressureConfig)
+      max_engines: 4               # > the engines above: scale out up to this many
+      standby_urls: []             # openai backend: servers new engines connect to
 
 Errors name the field and say what to do.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +30,9 @@ from typing import Any
 
 import yaml
 
+from cortex.allocator import ALLOCATION_POLICIES, AllocatorConfig, is_malleable
 from cortex.engine.base import BaseEngine
-from cortex.pool.placement import PLACEMENTS
+from cortex.pool.placement import PLACEMENTS  # cortex-malleable is registered by the import above
 from cortex.registry import Registry
 from cortex.workflow import CompiledWorkflow, load_workflow
 
@@ -81,6 +89,24 @@ class ServerConfig:
 
 
 @dataclass(slots=True)
+class AllocatorSection:
+    """The ``allocator:`` section (``policy: cortex-malleable`` only).
+
+    Attributes:
+        config: the ``Allocator``'s policy and timing.
+        max_engines: engine budget of scale-out (configured engines included);
+            None or the configured count: no scale-out.
+        template: the engine spec new engines are built like (None: no scale-out).
+        standby_urls: servers new ``openai`` engines connect to, in order.
+    """
+
+    config: AllocatorConfig = field(default_factory=AllocatorConfig)
+    max_engines: int | None = None
+    template: dict[str, Any] | None = None
+    standby_urls: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class CortexConfig:
     policy: str = "cortex"
     workflows: list[CompiledWorkflow] = field(default_factory=list)
@@ -90,6 +116,7 @@ class CortexConfig:
     load_bound: int = 2
     tool_threads: int = 8
     server: ServerConfig = field(default_factory=ServerConfig)
+    allocator: AllocatorSection | None = None
     source: str = "<config>"
 
     def make_engines(self) -> dict[str, BaseEngine]:
@@ -135,6 +162,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
                 raise ConfigError(source, key, f"must be a positive number, got {value!r}")
             setattr(cfg, attr, value / 1000.0 if key == "slo_ms" else int(value))
     cfg.server = _server(data.get("server", {}), source)
+    if "allocator" in data:
+        cfg.allocator = _allocator(data["allocator"], cfg)
     return cfg
 
 
@@ -196,3 +225,96 @@ def _server(raw: Any, source: str) -> ServerConfig:
     if "api_key_env" in raw:
         options["api_key"] = os.environ.get(raw["api_key_env"]) or options.get("api_key")
     return ServerConfig(**options)
+
+
+ALLOCATOR_FIELDS = ("policy", "options", "interval_s", "load_alpha", "cost_window_s",
+                    "cold_window_s", "max_engines", "standby_urls")
+
+
+def _allocator(raw: Any, cfg: CortexConfig) -> AllocatorSection:
+    """Parse the ``allocator:`` section (see the module docstring); needs ``cfg``'s
+    policy and engine specs, so it runs after them."""
+    source = cfg.source
+    if not is_malleable(cfg.policy):
+        raise ConfigError(source, "allocator", f"only policy: cortex-malleable has an allocator "
+                          f"(policy is {cfg.policy!r}); remove the section or change the policy")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "allocator", "must be a mapping")
+    unknown = sorted(set(raw) - set(ALLOCATOR_FIELDS))
+    if unknown:
+        raise ConfigError(source, f"allocator.{unknown[0]}",
+                          f"unknown field; known: {', '.join(ALLOCATOR_FIELDS)}")
+    policy = raw.get("policy", "slo-pressure")
+    if policy not in ALLOCATION_POLICIES:
+        raise ConfigError(source, "allocator.policy", f"unknown allocation policy {policy!r}; "
+                          f"choose one of {', '.join(ALLOCATION_POLICIES.names())}")
+    options = raw.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(source, "allocator.options", "must be a mapping of the policy's "
+                          "options")
+    try:
+        ALLOCATION_POLICIES.get(policy)(**options)
+    except (TypeError, ValueError) as exc:
+        name = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        path = f"allocator.options.{name.group(1)}" if name else "allocator.options"
+        why = "unknown option" if name else str(exc)
+        raise ConfigError(source, path, f"{why} of allocation policy {policy}") from None
+    timing: dict[str, float] = {}
+    for key, minimum, strict in (("interval_s", 0.0, True), ("load_alpha", 0.0, True),
+                                 ("cost_window_s", 0.0, True), ("cold_window_s", 0.0, False)):
+        if key not in raw:
+            continue
+        value = raw[key]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            value > minimum if strict else value >= minimum)
+        if key == "load_alpha" and ok:
+            ok = value <= 1
+        if not ok:
+            want = "a number in (0, 1]" if key == "load_alpha" else (
+                "a positive number of seconds" if strict else "a number of seconds >= 0")
+            raise ConfigError(source, f"allocator.{key}", f"must be {want}, got {value!r}")
+        timing[key] = float(value)
+    section = AllocatorSection(AllocatorConfig(policy=policy, policy_options=dict(options),
+                                               **timing))
+    _scale_out(raw, cfg, section)
+    return section
+
+
+def _scale_out(raw: dict[str, Any], cfg: CortexConfig, section: AllocatorSection) -> None:
+    """Fill in the scale-out budget and the spec new engines are built like.
+
+    Without ``standby_urls`` new engines are built like the first engine group
+    (embedded backends; ``openai`` cannot start a server); with them, like the
+    first ``openai`` group, one per URL.
+    """
+    source, count = cfg.source, len(cfg.engine_specs)
+    urls = raw.get("standby_urls") or []
+    if not isinstance(urls, list) or not all(isinstance(u, str) and u for u in urls):
+        raise ConfigError(source, "allocator.standby_urls", "must be a list of server base URLs")
+    max_engines = raw.get("max_engines")
+    if max_engines is not None and (not isinstance(max_engines, int)
+                                    or isinstance(max_engines, bool) or max_engines < count):
+        raise ConfigError(source, "allocator.max_engines", f"must be an integer >= the {count} "
+                          f"configured engines (more: scale out), got {max_engines!r}")
+    if urls:
+        remote = [spec for _, spec in cfg.engine_specs if spec["backend"] == "openai"]
+        if not remote:
+            raise ConfigError(source, "allocator.standby_urls", "standby URLs are for the "
+                              "openai backend, and no engine group uses it")
+        if max_engines is None:
+            max_engines = count + len(urls)
+        elif max_engines > count + len(urls):
+            raise ConfigError(source, "allocator.max_engines", f"{max_engines} engines need "
+                              f"{max_engines - count} standby URLs; allocator.standby_urls "
+                              f"lists {len(urls)}")
+        section.template = {k: v for k, v in remote[0].items() if k != "base_url"}
+    elif max_engines is not None and max_engines > count:
+        first = cfg.engine_specs[0][1]
+        if first["backend"] == "openai":
+            raise ConfigError(source, "allocator.standby_urls", "the openai backend cannot "
+                              "start servers: list standby server URLs to scale out to")
+        section.template = dict(first)
+    section.max_engines = max_engines
+    section.standby_urls = list(urls)

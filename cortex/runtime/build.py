@@ -1,16 +1,27 @@
 """Assemble a real-time deployment from a ``CortexConfig``: start engines, lay
 out pools for the policy, wire the controller and the asyncio runtime.
 
-``policy: cortex-malleable`` gets an allocator (the controller adds it for that
-policy); knobs declared in a workflow's YAML file (``knobs:``) are loaded here."""
+``policy: cortex-malleable`` gets an allocator: the config's ``allocator:``
+section when it has one (with an engine provider when it allows scale-out),
+else the controller's default. Knobs declared in a workflow's YAML file
+(``knobs:``) are loaded here."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from cortex.allocator import Allocator
 from cortex.allocator.knobs import load_knobs
-from cortex.config import ConfigError, CortexConfig
+from cortex.allocator.scaling import (
+    AsyncEngineProvider,
+    EngineFactory,
+    core_budget,
+    standby_urls,
+)
+from cortex.config import BACKENDS, ConfigError, CortexConfig
 from cortex.controller import Controller, Preparer
 from cortex.core import EngineRequest
 from cortex.engine.base import BaseEngine
@@ -19,6 +30,8 @@ from cortex.orchestrator.run import StageCall
 from cortex.pool.placement import Layout, build_layout, expected_stage_work
 from cortex.runtime.realtime import RealtimeRuntime, chat_preparer
 from cortex.workflow import CompiledWorkflow
+
+log = logging.getLogger(__name__)
 
 
 async def start_engines(cfg: CortexConfig) -> dict[str, BaseEngine]:
@@ -34,6 +47,72 @@ async def start_engines(cfg: CortexConfig) -> dict[str, BaseEngine]:
         eid, exc = failed[0]
         raise ConfigError(cfg.source, paths[eid], f"engine {eid} failed to start: {exc}")
     return engines
+
+
+def template_factory(template: dict[str, Any]) -> EngineFactory:
+    """A factory for ``AsyncEngineProvider`` that builds engines like the config
+    entry ``template`` (its backend and options). The template names the model:
+    asked for a pool of another model it raises ``ValueError`` (the provider then
+    starts nothing and the allocator records the refusal)."""
+    options = {k: v for k, v in template.items() if k != "_path"}
+    backend = BACKENDS.get(options["backend"])
+
+    def make(engine_id: str, model: str) -> BaseEngine:
+        engine = backend(engine_id, dict(options))
+        served = getattr(engine, "model", None)
+        if served is not None and served != model:
+            raise ValueError(f"new engines are built like {template['_path']} and serve "
+                             f"{served!r}, not the pool's model {model!r}")
+        return engine
+
+    return make
+
+
+def scale_out_budget(cfg: CortexConfig) -> int:
+    """The engine budget of scale-out (configured engines included):
+    ``allocator.max_engines``, for the embedded llama.cpp backend capped at one
+    engine per ``n_threads`` cores with one core kept for the server
+    (``core_budget``). 0 when the config does not scale out."""
+    section = cfg.allocator
+    if section is None or section.template is None or section.max_engines is None:
+        return 0
+    budget = section.max_engines
+    if section.template["backend"] == "llamacpp":
+        threads = max(int(section.template.get("n_threads", 1)),
+                      int(section.template.get("n_threads_batch", 1)))
+        cores = max(core_budget(cores_per_engine=threads), len(cfg.engine_specs))
+        if cores < budget:
+            log.warning("allocator.max_engines: %d capped at %d llama.cpp engines (%d cores, "
+                        "one kept for the server, %d per engine)", budget, cores,
+                        os.cpu_count() or 1, threads)
+            budget = cores
+    return budget
+
+
+def make_allocator(cfg: CortexConfig, engines: dict[str, BaseEngine]) -> Allocator | None:
+    """The allocator of the config's ``allocator:`` section, with an
+    ``AsyncEngineProvider`` over ``engines`` (the runtime's dict: started
+    engines join it) when the section allows scale-out. None without a section
+    (the controller then adds its default for a malleable policy).
+
+    Call it with the event loop running: the provider starts engines as tasks.
+    """
+    section = cfg.allocator
+    if section is None:
+        return None
+    provider = None
+    budget = scale_out_budget(cfg)
+    if budget > len(engines) and section.template is not None:
+        template = section.template
+        if section.standby_urls:
+            options = {k: v for k, v in template.items()
+                       if k not in ("backend", "count", "model", "_path")}
+            factory = standby_urls(section.standby_urls, **options)
+        else:
+            factory = template_factory(template)
+        provider = AsyncEngineProvider(factory, engines, budget,
+                                       prefix=f"{template['backend']}-auto")
+    return Allocator(section.config, provider=provider)
 
 
 class PoolPlan(NamedTuple):
@@ -74,7 +153,8 @@ async def assemble(cfg: CortexConfig, engines: dict[str, BaseEngine], plan: Pool
     orchestrator = Orchestrator({wf.name: wf for wf in workflows}, default_slo_s=cfg.slo_s,
                                 knobs={name: k for name, k in knobs.items() if k.knobs})
     controller = Controller(orchestrator, plan.layout, plan.views, prepare,
-                            max_queue=cfg.max_queue, load_bound=cfg.load_bound)
+                            max_queue=cfg.max_queue, load_bound=cfg.load_bound,
+                            allocator=make_allocator(cfg, engines))
     runtime = RealtimeRuntime(controller, engines, num_tool_threads=cfg.tool_threads)
     await runtime.start()
     return runtime

@@ -6,7 +6,8 @@
     GET    /v1/runs/{id}/events     server-sent events until the run ends
     DELETE /v1/runs/{id}            cancel (stops in-flight engine calls)
     GET    /v1/workflows            workflows, their inputs and stage -> pool map
-    GET    /v1/pools                pools, engines, queues, utilisation, hit rate, SLO
+    GET    /v1/pools                pools, engines, queues, utilisation, hit rate, SLO,
+                                    and the allocator's moves (?decisions=N)
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from cortex.server.observer import run_view
 from cortex.server.schemas import RunRequest
 from cortex.server.service import CortexService, Submission
 from cortex.server.sse import KEEP_ALIVE, sse_frame, sse_response
-from cortex.server.views import pool_views, workflow_views
+from cortex.server.views import NUM_DECISIONS, allocation_view, pool_views, workflow_views
 
 router = APIRouter(prefix="/v1", tags=["workflows"])
 
@@ -104,5 +105,11 @@ async def list_workflows(service: ServiceDep) -> dict[str, Any]:
 
 
 @router.get("/pools")
-async def list_pools(service: ServiceDep) -> dict[str, Any]:
-    return {"pools": pool_views(service)}
+async def list_pools(service: ServiceDep,
+                     decisions: Annotated[int, Query(ge=0, le=1000)] = NUM_DECISIONS
+                     ) -> dict[str, Any]:
+    """Pools with their engines (home pool, lent / borrowed / draining) and, with
+    ``policy: cortex-malleable``, the allocator's state and its last ``decisions``
+    decisions (``allocation``; null for static policies)."""
+    return {"pools": pool_views(service),
+            "allocation": allocation_view(service, num_decisions=decisions)}

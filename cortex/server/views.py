@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from cortex.allocator import Allocator, DecisionKind, MoveRecord
+from cortex.allocator.types import Decision
 from cortex.pool.pool import StagePool
 
 if TYPE_CHECKING:
@@ -12,6 +14,8 @@ if TYPE_CHECKING:
 
 SHORT_WINDOW_S = 60.0
 LONG_WINDOW_S = 300.0
+NUM_DECISIONS = 50   # decisions shown by default in ``allocation.recent``
+NUM_REFUSED = 10     # refused decisions shown in ``allocation.recent_refused``
 
 
 def _window(service: CortexService, window_s: float) -> float:
@@ -32,9 +36,11 @@ def pool_view(service: CortexService, pool: StagePool, is_llm: bool) -> dict[str
     now = time.monotonic()
     window = _window(service, SHORT_WINDOW_S)
     snap = pool.snapshot()
+    allocator = service.runtime.controller.allocator
     engines = [{"id": e, "healthy": e in snap.healthy, "in_flight": pool.in_flight(e),
                 "utilisation": service.stats.engine_utilisation(
-                    e, now, window, _engine_capacity(service, e))}
+                    e, now, window, _engine_capacity(service, e)),
+                **_engine_placement(allocator, pool.name, e)}
                for e in snap.engine_ids]
     stats = pool.stats
     slo = service.stats.slo_by_pool.get(pool.name)
@@ -56,13 +62,95 @@ def pool_view(service: CortexService, pool: StagePool, is_llm: bool) -> dict[str
         if stats.num_calls else None,
         "slo_attainment": None if slo is None else round(slo.ratio or 0.0, 4),
         "recent": recent,
+        "lent_out": _lent_out(allocator, pool.name),
     }
+
+
+def _engine_placement(allocator: Allocator | None, pool: str, engine_id: str
+                      ) -> dict[str, Any]:
+    """Where an engine belongs and what the allocator is doing with it: ``home``
+    (the pool that owns it), ``borrowed`` (serving here on loan from ``home``),
+    ``draining`` (a decision is waiting for its calls to finish) and ``pending``
+    (that decision: kind and target)."""
+    a = allocator.assignment.get(engine_id) if allocator is not None else None
+    if a is None:
+        return {"home": pool, "borrowed": False, "draining": False, "pending": None}
+    pending = None if a.pending is None else {"kind": a.pending.kind.value,
+                                              "target": a.pending.target or None}
+    return {"home": a.home, "borrowed": a.home != pool, "draining": a.pending is not None,
+            "pending": pending}
+
+
+def _lent_out(allocator: Allocator | None, pool: str) -> list[dict[str, str]]:
+    """Engines whose home is ``pool``, serving another pool on loan."""
+    if allocator is None:
+        return []
+    return [{"id": a.engine_id, "serving": a.pool}
+            for a in sorted(allocator.assignment.values(), key=lambda a: a.engine_id)
+            if a.home == pool and a.pool != pool]
 
 
 def pool_views(service: CortexService) -> list[dict[str, Any]]:
     llm = _llm_stages(service)
     return [pool_view(service, pool, bool(set(pool.stages) & llm))
             for pool in service.runtime.controller.pools.values()]
+
+
+def allocation_view(service: CortexService, num_decisions: int = NUM_DECISIONS
+                    ) -> dict[str, Any] | None:
+    """The allocator's state (None when the policy is static): its policy, the
+    decisions it made by kind, the last ``num_decisions`` of them (newest first),
+    the moves in flight, refused decisions, cold-start accounting per pool and
+    the scale-out budget. Times: ``t`` in seconds since the server started,
+    ``time`` as a Unix timestamp."""
+    allocator = service.runtime.controller.allocator
+    if allocator is None:
+        return None
+    clock_now = service.runtime.clock()
+    uptime = service.uptime_s()
+    wall = time.time()
+
+    def stamp(at: float | None) -> dict[str, float | None]:
+        if at is None:
+            return {"t": None, "time": None}
+        return {"t": round(uptime - (clock_now - at), 3), "time": round(wall - (clock_now - at), 3)}
+
+    def record(r: MoveRecord) -> dict[str, Any]:
+        done = stamp(r.done_at)
+        return {**stamp(r.begun_at), **_decision(r.decision), "done": r.done_at is not None,
+                "done_t": done["t"]}
+
+    records = allocator.records
+    recent = records[-num_decisions:] if num_decisions > 0 else []
+    in_flight = [r for r in records if r.done_at is None]
+    provider = allocator.provider
+    return {
+        "policy": allocator.config.policy,
+        "interval_s": allocator.config.interval_s,
+        "models": dict(allocator.models),
+        "decisions": {k.value: allocator.num_moves((k,)) for k in DecisionKind},
+        "num_decisions": len(records),
+        "recent": [record(r) for r in reversed(recent)],
+        "in_flight": [record(r) for r in in_flight],
+        "refused": len(allocator.refused),
+        "recent_refused": [{**stamp(at), **_decision(d), "why": why}
+                           for at, d, why in reversed(allocator.refused[-NUM_REFUSED:])],
+        "cold_window_s": allocator.config.cold_window_s,
+        "cold": {name: {"calls": c.num_calls, "prompt_tokens": c.prompt_tokens,
+                        "cached_prompt_tokens": c.cached_prompt_tokens,
+                        "hit_rate": round(c.hit_rate, 4)}
+                 for name, c in sorted(allocator.cold.items())},
+        "scaling": None if provider is None else {
+            "max_engines": getattr(provider, "max_engines", None),
+            "startable": provider.num_startable(),
+            "starting": [r.decision.engine_id for r in in_flight
+                         if r.decision.kind is DecisionKind.SCALE_OUT]},
+    }
+
+
+def _decision(d: Decision) -> dict[str, Any]:
+    return {"kind": d.kind.value, "engine": d.engine_id or None, "source": d.source or None,
+            "target": d.target or None, "reason": d.reason}
 
 
 def workflow_views(service: CortexService) -> list[dict[str, Any]]:
@@ -107,7 +195,8 @@ def dashboard_view(service: CortexService) -> dict[str, Any]:
                  for name in service.deployment.workflows}
     return {**out, "ready": ready, "reason": why, "active_runs": service.num_active,
             "pools": pool_views(service), "runs": runs, "workflows": workflows,
-            "history": list(service.stats.history)}
+            "history": list(service.stats.history),
+            "allocation": allocation_view(service, num_decisions=10)}
 
 
 def history_point(service: CortexService) -> dict[str, Any]:

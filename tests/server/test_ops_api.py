@@ -54,7 +54,9 @@ def test_health_pools_workflows(http: httpx.Client) -> None:
     assert set(pools) == {"draft", "answer"}
     draft = pools["draft"]
     assert draft["engines"] == [{"id": "null-0", "healthy": True, "in_flight": 0,
-                                 "utilisation": draft["engines"][0]["utilisation"]}]
+                                 "utilisation": draft["engines"][0]["utilisation"],
+                                 "home": "draft", "borrowed": False, "draining": False,
+                                 "pending": None}]
     for key in ("queue_depth", "in_flight", "capacity", "utilisation", "prefix_hit_rate",
                 "slo_attainment", "num_calls"):
         assert key in draft

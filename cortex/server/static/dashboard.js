@@ -33,9 +33,31 @@ function renderRuns(runs) {
 }
 
 function engineChips(pool) {
-  return pool.engines.map((e) =>
-    `<span class="chip ${e.healthy ? "healthy" : "unhealthy"}" title="utilisation ${pct(e.utilisation)}">` +
-    `${esc(e.id)} (${e.in_flight})</span>`).join("");
+  const chips = pool.engines.map((e) => {
+    const cls = (e.healthy ? "healthy" : "unhealthy") + (e.borrowed ? " borrowed" : "") +
+      (e.draining ? " draining" : "");
+    const home = e.borrowed ? ` from ${esc(e.home)}` : "";
+    const moving = e.pending ? ` &rarr; ${esc(e.pending.target || "stop")}` : "";
+    return `<span class="chip ${cls}" title="utilisation ${pct(e.utilisation)}">` +
+      `${esc(e.id)} (${e.in_flight})${home}${moving}</span>`;
+  });
+  const lent = (pool.lent_out || []).map((l) =>
+    `<span class="chip lent" title="lent out">${esc(l.id)} lent to ${esc(l.serving)}</span>`);
+  return chips.concat(lent).join("");
+}
+
+function renderMoves(allocation) {
+  $("moves-section").hidden = !allocation;
+  if (!allocation) return;
+  $("alloc-policy").textContent = allocation.policy;
+  const counts = Object.entries(allocation.decisions).filter(([, n]) => n > 0)
+    .map(([kind, n]) => `${n} ${kind}`);
+  $("alloc-counts").textContent = (counts.length ? counts.join(", ") : "no decisions") +
+    `, ${allocation.in_flight.length} in flight, ${allocation.refused} refused`;
+  $("moves").tBodies[0].innerHTML = allocation.recent.map((m) =>
+    `<tr data-kind="${esc(m.kind)}">${cell(secs(m.t), "num")}${cell(esc(m.kind))}` +
+    cell(esc(m.engine || "-")) + cell(esc(m.source || "-")) + cell(esc(m.target || "-")) +
+    cell(m.done ? "done" : "in flight") + cell(esc(m.reason)) + "</tr>").join("");
 }
 
 function renderPools(pools) {
@@ -96,6 +118,7 @@ function render(data) {
   $("active-runs").textContent = data.active_runs === undefined ? "-" : data.active_runs;
   renderRuns(data.runs || {});
   renderPools(data.pools || []);
+  renderMoves(data.allocation || null);
   renderWorkflows(data.workflows || {});
   renderCharts(data.history || []);
   updates += 1;

@@ -1,0 +1,178 @@
+"""The deployment config's ``allocator:`` section: parsing, errors naming the field,
+and the wiring of the allocator and its scale-out provider into the runtime."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+import yaml
+
+from cortex.allocator import Decision, DecisionKind
+from cortex.allocator.scaling import AsyncEngineProvider
+from cortex.config import ConfigError, load_config, parse_config
+from cortex.engine.null import NullEngine
+from cortex.engine.openai_remote import OpenAIRemoteEngine
+from cortex.runtime.build import build_runtime, make_allocator, scale_out_budget
+
+WF = {"name": "w", "inputs": ["q"], "stages": [
+    {"name": "gen", "llm": {"user": "{{ q }}", "max_tokens": 8}, "next": "fix"},
+    {"name": "fix", "llm": {"user": "fix {{ q }}", "max_tokens": 8}}]}
+
+
+def _data(tmp_path, allocator=None, engines=None, policy="cortex-malleable"):
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(WF))
+    data = {"policy": policy, "workflows": [str(path)],
+            "engines": engines or [{"backend": "null", "count": 2, "text": "ok"}]}
+    if allocator is not None:
+        data["allocator"] = allocator
+    return data
+
+
+def test_section_sets_the_allocator_config(tmp_path):
+    cfg = parse_config(_data(tmp_path, {"policy": "static", "interval_s": 0.5,
+                                        "cold_window_s": 0, "load_alpha": 0.25,
+                                        "cost_window_s": 60}))
+    section = cfg.allocator
+    assert section is not None and section.template is None and section.max_engines is None
+    c = section.config
+    assert (c.policy, c.interval_s, c.cold_window_s, c.load_alpha, c.cost_window_s) == (
+        "static", 0.5, 0.0, 0.25, 60.0)
+    options = parse_config(_data(tmp_path, {"options": {"min_dwell_s": 5, "warmup_s": 0}}))
+    assert options.allocator.config.policy == "slo-pressure"
+    assert options.allocator.config.policy_options == {"min_dwell_s": 5, "warmup_s": 0}
+    assert parse_config(_data(tmp_path)).allocator is None
+
+
+OPENAI = [{"backend": "openai", "urls": ["http://127.0.0.1:1"], "model": "m"}]
+
+
+@pytest.mark.parametrize("allocator, engines, policy, where, what", [
+    ({}, None, "cortex", "allocator", "only policy: cortex-malleable"),
+    ([1], None, "cortex-malleable", "allocator", "must be a mapping"),
+    ({"intervall_s": 1}, None, "cortex-malleable", "allocator.intervall_s", "unknown field"),
+    ({"policy": "magic"}, None, "cortex-malleable", "allocator.policy",
+     "unknown allocation policy 'magic'"),
+    ({"options": {"hysterisis": 0.1}}, None, "cortex-malleable",
+     "allocator.options.hysterisis", "unknown option"),
+    ({"options": {"hysteresis": -1}}, None, "cortex-malleable", "allocator.options",
+     "hysteresis"),
+    ({"options": [1]}, None, "cortex-malleable", "allocator.options", "must be a mapping"),
+    ({"interval_s": 0}, None, "cortex-malleable", "allocator.interval_s", "positive"),
+    ({"interval_s": True}, None, "cortex-malleable", "allocator.interval_s", "positive"),
+    ({"load_alpha": 2}, None, "cortex-malleable", "allocator.load_alpha", "(0, 1]"),
+    ({"cold_window_s": -1}, None, "cortex-malleable", "allocator.cold_window_s", ">= 0"),
+    ({"max_engines": 1}, None, "cortex-malleable", "allocator.max_engines",
+     ">= the 2 configured engines"),
+    ({"max_engines": "4"}, None, "cortex-malleable", "allocator.max_engines", "integer"),
+    ({"standby_urls": "http://x"}, None, "cortex-malleable", "allocator.standby_urls",
+     "list of server base URLs"),
+    ({"standby_urls": ["http://x"]}, None, "cortex-malleable", "allocator.standby_urls",
+     "no engine group uses it"),
+    ({"max_engines": 2}, OPENAI, "cortex-malleable", "allocator.standby_urls",
+     "cannot start servers"),
+    ({"max_engines": 4, "standby_urls": ["http://a"]}, OPENAI, "cortex-malleable",
+     "allocator.max_engines", "need 3 standby URLs"),
+])
+def test_bad_allocator_section_names_the_file_and_field(tmp_path, allocator, engines, policy,
+                                                        where, what):
+    data = _data(tmp_path, allocator, engines, policy)
+    path = tmp_path / "cortex.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {where}:"), message
+    assert what in message, message
+
+
+def test_scale_out_with_the_null_backend_builds_like_the_first_engine_group(tmp_path):
+    cfg = parse_config(_data(tmp_path, {"max_engines": 4}))
+    assert cfg.allocator.template["backend"] == "null" and scale_out_budget(cfg) == 4
+    engines = cfg.make_engines()
+    allocator = make_allocator(cfg, engines)
+    provider = allocator.provider
+    assert isinstance(provider, AsyncEngineProvider)
+    assert provider.max_engines == 4 and provider.num_startable() == 2
+    engine = provider.factory("null-auto-0", "null")
+    assert isinstance(engine, NullEngine) and engine.config.text == "ok"
+    with pytest.raises(ValueError, match="not the pool's model 'gemma'"):
+        provider.factory("null-auto-1", "gemma")
+
+
+def test_no_scale_out_at_the_configured_count(tmp_path):
+    cfg = parse_config(_data(tmp_path, {"max_engines": 2}))
+    assert cfg.allocator.template is None
+    assert make_allocator(cfg, cfg.make_engines()).provider is None
+
+
+@pytest.mark.parametrize("cpus, threads, want", [(5, 1, 4), (5, 2, 2), (2, 1, 1), (64, 1, 8)])
+def test_llamacpp_scale_out_is_capped_at_the_core_budget(tmp_path, monkeypatch, cpus, threads,
+                                                         want):
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    engines = [{"backend": "llamacpp", "count": 1, "n_threads": threads,
+                "n_threads_batch": threads}]
+    cfg = parse_config(_data(tmp_path, {"max_engines": 8}, engines))
+    assert scale_out_budget(cfg) == want
+    allocator = make_allocator(cfg, {"llamacpp-0": object()})  # nothing is started
+    if want > 1:
+        assert allocator.provider.max_engines == want
+        assert allocator.provider.num_startable() == want - 1
+    else:  # no core left beyond the configured engine: no provider
+        assert allocator.provider is None
+
+
+def test_openai_scale_out_connects_to_standby_urls(tmp_path):
+    urls = ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
+    cfg = parse_config(_data(tmp_path, {"standby_urls": urls}, OPENAI))
+    assert cfg.allocator.max_engines == 3 and scale_out_budget(cfg) == 3
+    provider = make_allocator(cfg, {"openai-0": object()}).provider
+    assert provider.max_engines == 3
+    first = provider.factory("openai-auto-0", "m")
+    second = provider.factory("openai-auto-1", "m")
+    assert isinstance(first, OpenAIRemoteEngine)
+    assert [first.config.base_url, second.config.base_url] == urls
+    assert first.config.model == "m"
+
+
+async def test_runtime_scales_out_and_in_through_the_config_provider(tmp_path):
+    cfg = parse_config(_data(tmp_path, {"policy": "static", "interval_s": 0.01,
+                                        "max_engines": 3}))
+    runtime = await build_runtime(cfg)
+    try:
+        controller = runtime.controller
+        allocator = controller.allocator
+        assert allocator.config.policy == "static" and allocator.provider is not None
+        target = "fix"
+        assert allocator.begin(Decision(DecisionKind.SCALE_OUT, "", "", target, "test"),
+                               runtime.clock())
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if "null-auto-0" in controller.pools[target].engine_ids:
+                break
+        assert controller.engine_pool["null-auto-0"] == target
+        assert isinstance(runtime.engines["null-auto-0"], NullEngine)
+        assert allocator.provider.num_startable() == 0
+        runs = [await runtime.run("w", {"q": str(i)}) for i in range(3)]
+        assert all(r.status.value == "succeeded" for r in runs)
+        assert allocator.begin(Decision(DecisionKind.SCALE_IN, "null-auto-0", target, "",
+                                        "idle"), runtime.clock())
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if "null-auto-0" not in runtime.engines:
+                break
+        assert "null-auto-0" not in controller.engine_pool
+        assert allocator.provider.num_startable() == 1
+    finally:
+        await runtime.close()
+
+
+async def test_malleable_without_a_section_keeps_the_default_allocator(tmp_path):
+    runtime = await build_runtime(parse_config(_data(tmp_path)))
+    try:
+        allocator = runtime.controller.allocator
+        assert allocator is not None and allocator.provider is None
+        assert allocator.config.policy == "slo-pressure"
+    finally:
+        await runtime.close()
