@@ -53,6 +53,12 @@ def _llamacpp(engine_id: str, spec: dict[str, Any]) -> BaseEngine:
     options = {k: v for k, v in spec.items() if k not in ("backend", "count", "cache_mb")}
     if "cache_mb" in spec:
         options["cache_capacity_bytes"] = int(float(spec["cache_mb"]) * 2**20)
+    if "extra_models" in spec:  # other models the engine serves: names or .gguf paths
+        extra = spec["extra_models"]
+        if not isinstance(extra, list) or not all(isinstance(m, str) and m for m in extra):
+            raise TypeError(f"extra_models must be a list of model names or .gguf paths "
+                            f"(e.g. [gemma3-270m]), got {extra!r}")
+        options["extra_models"] = tuple(extra)
     return LlamaCppEngine(engine_id, LlamaCppConfig(**options))
 
 

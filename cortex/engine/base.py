@@ -10,8 +10,13 @@ Two execution styles share one view for the router:
 * the simulated engine (``cortex.engine.sim.SimEngine``) is stepped by the
   discrete-event simulator's clock.
 
-Both expose ``engine_id``, ``max_concurrency`` and ``cached_prefix_len(tokens)``,
+Both expose ``engine_id``, ``max_concurrency`` and ``cached_prefix_len(tokens, model)``,
 which is all a router may look at.
+
+``EngineRequest.model`` names the model a call wants (None: the engine's primary
+``model``). The llama.cpp engine serves several (``LlamaCppConfig.extra_models``) and
+fails a call for a model it does not serve; the remote engine sends it as the OpenAI
+``model`` field; the simulated, null and in-process vLLM engines ignore it.
 """
 from __future__ import annotations
 
@@ -29,8 +34,10 @@ class EngineView(Protocol):
     engine_id: str
     max_concurrency: int
 
-    def cached_prefix_len(self, tokens: list[int]) -> int:
-        """Number of leading ``tokens`` this engine holds in its cache right now."""
+    def cached_prefix_len(self, tokens: list[int], model: str | None = None) -> int:
+        """Number of leading ``tokens`` this engine holds in its cache right now, for the
+        request model ``model`` (None: the engine's own). Views that serve one model may
+        ignore ``model``; pools pass it only when a request names one."""
         ...
 
 
@@ -59,8 +66,12 @@ class BaseEngine(abc.ABC):
         """
 
     @abc.abstractmethod
-    def cached_prefix_len(self, tokens: list[int]) -> int:
-        """Leading tokens of ``tokens`` held in this engine's prefix cache (0 if unknown)."""
+    def cached_prefix_len(self, tokens: list[int], model: str | None = None) -> int:
+        """Leading tokens of ``tokens`` held in this engine's prefix cache (0 if unknown).
+
+        ``model`` is the request's ``EngineRequest.model`` (None: the engine's primary
+        model); an engine serving several models answers from that model's cache.
+        """
 
     @abc.abstractmethod
     async def generate(self, request: EngineRequest) -> Completion:

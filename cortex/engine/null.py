@@ -67,7 +67,7 @@ class NullEngine(BaseEngine):
     def tokenize(self, request: EngineRequest) -> list[int]:
         return list(prompt_text(request).encode())
 
-    def cached_prefix_len(self, tokens: list[int]) -> int:
+    def cached_prefix_len(self, tokens: list[int], model: str | None = None) -> int:
         return 0  # no cache: nothing is ever served from one
 
     async def generate(self, request: EngineRequest) -> Completion:

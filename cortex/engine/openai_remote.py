@@ -39,6 +39,7 @@ class OpenAIRemoteConfig:
     """Args:
         base_url: server root, e.g. ``http://127.0.0.1:8000`` (a trailing ``/v1`` is accepted).
         model: model id sent to the server; ``""`` takes the first one ``/v1/models`` lists.
+            A request's ``EngineRequest.model``, when set, is sent instead.
         api_key: sent as ``Authorization: Bearer``.
         connect_timeout_s: time to open a connection.
         read_timeout_s: time to wait for a response (a whole non-streamed completion).
@@ -157,7 +158,7 @@ class OpenAIRemoteEngine(BaseEngine):
     def tokenize(self, request: EngineRequest) -> list[int]:
         return []
 
-    def cached_prefix_len(self, tokens: list[int]) -> int:
+    def cached_prefix_len(self, tokens: list[int], model: str | None = None) -> int:
         return 0
 
     def stats(self) -> RemoteStats:
@@ -199,7 +200,9 @@ class OpenAIRemoteEngine(BaseEngine):
 
     def _request_body(self, request: EngineRequest) -> tuple[str, dict[str, Any]]:
         p = request.params
-        body: dict[str, Any] = {"model": self.model, "max_tokens": p.max_tokens,
+        # A request naming a model (a workflow's model knob) overrides the engine's.
+        body: dict[str, Any] = {"model": request.model or self.model,
+                                "max_tokens": p.max_tokens,
                                 "temperature": p.temperature, "top_p": p.top_p}
         if p.stop:
             body["stop"] = list(p.stop)

@@ -163,10 +163,13 @@ class SimEngine:
         self._counts = {"submitted": 0, "finished": 0, "cancelled": 0, "prompt": 0,
                         "cached": 0, "iterations": 0}
 
-    def cached_prefix_len(self, tokens: list[int], hashes: list[int] | None = None) -> int:
+    def cached_prefix_len(self, tokens: list[int], hashes: list[int] | None = None,
+                          model: str | None = None) -> int:
         """Leading tokens of ``tokens`` held in full cached blocks right now.
 
-        ``hashes`` (``block_hashes(tokens, block_size)``) skips the memo lookup.
+        ``hashes`` (``block_hashes(tokens, block_size)``) skips the memo lookup. ``model``
+        is ignored: the simulated engine models one model's cost and cache, whatever
+        ``EngineRequest.model`` says.
         """
         blocks = (self._memo.match_prefix(tokens, self.cache) if hashes is None
                   else self.cache.match_prefix(hashes))

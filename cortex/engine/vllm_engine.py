@@ -116,7 +116,7 @@ class VllmEngine(BaseEngine):
             return list(self._tokenizer.encode(request.prompt))
         return list(request.prompt_tokens)
 
-    def cached_prefix_len(self, tokens: list[int]) -> int:
+    def cached_prefix_len(self, tokens: list[int], model: str | None = None) -> int:
         return 0
 
     async def generate(self, request: EngineRequest) -> Completion:

@@ -168,9 +168,10 @@ class StagePool:
     def _candidates(self, live: dict[str, _EngineSlot], free: dict[str, int],
                     waiting: dict[str, int], call: StageCall) -> list[Candidate]:
         tokens = call.request.prompt_tokens if call.request is not None else None
+        model = call.request.model if call.request is not None else None
         use_prefix = self.router.needs_prefix and bool(tokens)
         return [Candidate(e, s.in_flight + waiting[e], free[e],
-                          s.view.cached_prefix_len(tokens) if use_prefix else 0)
+                          _prefix_len(s.view, tokens, model) if use_prefix else 0)
                 for e, s in live.items()]
 
     def finished(self, call: StageCall, prompt_tokens: int, cached_tokens: int | None,
@@ -190,3 +191,11 @@ class StagePool:
             len(self._queue), sum(s.in_flight for s in self._slots.values()),
             sum(s.view.max_concurrency for s in self._slots.values()),
             self.stats.prefix_hit_rate)
+
+
+def _prefix_len(view: EngineView, tokens: list[int], model: str | None) -> int:
+    """``view.cached_prefix_len`` for the request's model; ``model`` is passed only when set,
+    so views written for one model (tool executors, test doubles) keep working."""
+    if model is None:
+        return view.cached_prefix_len(tokens)
+    return view.cached_prefix_len(tokens, model=model)
