@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from cortex.allocator import Allocator
-from cortex.allocator.knobs import load_knobs
+from cortex.allocator.knobs import KnobKind, KnobSet, load_knobs
 from cortex.allocator.scaling import (
     AsyncEngineProvider,
     EngineFactory,
@@ -140,6 +140,32 @@ def plan_pools(cfg: CortexConfig, engines: dict[str, BaseEngine]) -> PoolPlan:
     return PoolPlan(layout, views, {s: p.name for p in layout.pools for s in p.stages})
 
 
+def check_model_knobs(knobs: dict[str, KnobSet], plan: PoolPlan) -> None:
+    """A ``model`` knob must name a model every engine of its stage's pool serves
+    (engines that list ``models``, e.g. llama.cpp with ``extra_models``); engines
+    that serve any name (remote servers, simulated engines) are not checked.
+
+    Raises:
+        ValueError: naming the workflow, knob, pool and what its engines serve.
+    """
+    for workflow, knob_set in knobs.items():
+        for knob in knob_set.knobs:
+            if knob.kind is not KnobKind.MODEL or knob.stage not in plan.pool_of:
+                continue
+            engines = plan.engines_of(knob.stage)
+            missing = [e.engine_id for e in engines
+                       if isinstance(getattr(e, "models", None), tuple)
+                       and knob.value not in e.models]
+            if missing:
+                served = sorted({m for e in engines for m in getattr(e, "models", ())})
+                raise ValueError(
+                    f"workflow {workflow!r}: knob {knob.name!r} serves stage {knob.stage!r} "
+                    f"with model {knob.value!r}, but engines {', '.join(missing)} of pool "
+                    f"{plan.pool_of[knob.stage]!r} do not serve it (they serve "
+                    f"{', '.join(served)}); add {knob.value!r} to the llamacpp engines' "
+                    f"extra_models")
+
+
 async def assemble(cfg: CortexConfig, engines: dict[str, BaseEngine], plan: PoolPlan,
                    prepare: Preparer, workflows: list[CompiledWorkflow] | None = None
                    ) -> RealtimeRuntime:
@@ -150,6 +176,7 @@ async def assemble(cfg: CortexConfig, engines: dict[str, BaseEngine], plan: Pool
     """
     workflows = workflows or cfg.workflows
     knobs = {wf.name: load_knobs(wf) for wf in workflows}
+    check_model_knobs(knobs, plan)
     orchestrator = Orchestrator({wf.name: wf for wf in workflows}, default_slo_s=cfg.slo_s,
                                 knobs={name: k for name, k in knobs.items() if k.knobs})
     controller = Controller(orchestrator, plan.layout, plan.views, prepare,

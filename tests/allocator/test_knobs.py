@@ -84,3 +84,19 @@ def test_load_knobs_reads_the_workflow_file(tmp_path):
     (knob,) = load_knobs(wf).knobs
     assert (knob.name, knob.value, knob.cost) == ("max_tokens-gen", 4, 0.2)
     assert load_knobs(loop_workflow()).knobs == ()
+
+
+def test_a_model_knob_needs_every_engine_of_its_pool_to_serve_the_model():
+    from types import SimpleNamespace
+
+    from cortex.runtime.build import PoolPlan, check_model_knobs
+
+    light = KnobSet((Knob("light-fixer", KnobKind.MODEL, "fix", "gemma3-270m", 0.5),))
+    both = SimpleNamespace(engine_id="e0", models=("smollm2-135m", "gemma3-270m"))
+    one = SimpleNamespace(engine_id="e1", models=("smollm2-135m",))
+    remote = SimpleNamespace(engine_id="r0")          # serves any name: not checked
+    plan = lambda fixers: PoolPlan(None, {"p_fix": fixers}, {"fix": "p_fix"})  # noqa: E731
+    check_model_knobs({"agent": light}, plan([both, remote]))
+    with pytest.raises(ValueError, match=r"knob 'light-fixer'.*engines e1 of pool 'p_fix'"
+                                         r".*extra_models"):
+        check_model_knobs({"agent": light}, plan([both, one]))
