@@ -27,3 +27,36 @@ def test_cortex_run_nl2sql_on_real_engines(policy, capsys):
             {t["engine"] for t in llm if t["stage"] == "fix"})
     if run["status"] == "succeeded":
         assert run["output"]["sql"].upper().startswith(("SELECT", "WITH"))
+
+
+async def test_a_model_knob_sends_a_late_runs_calls_to_gemma(tmp_path):
+    # A run that is late from the start (tiny SLO, generous timeout) turns its cheapest
+    # knob at once: its generate call names gemma3-270m and runs on the engine's
+    # Gemma context, and the run's record says which knob was turned.
+    from importlib.resources import files
+
+    from cortex.config import parse_config
+    from cortex.runtime.build import build_runtime
+
+    agent = (files("cortex.nl2sql") / "agent.yaml").read_text()
+    workflow = tmp_path / "agent.yaml"
+    workflow.write_text(agent + "\nknobs:\n  - {name: light-sql, stage: generate, "
+                        "model: gemma3-270m, cost: 0.1}\n")
+    cfg = parse_config({"policy": "shared-fcfs", "workflows": [str(workflow)],
+                        "engines": [{"backend": "llamacpp", "count": 1, "cache_mb": 64,
+                                     "extra_models": ["gemma3-270m"]}]})
+    runtime = await build_runtime(cfg)
+    try:
+        run = runtime.submit("nl2sql", {"question": "How many employees are there?",
+                                        "db": "hr"}, slo_s=0.01, timeout_s=300)
+        run = await runtime.wait(run.run_id)
+        engine = next(iter(runtime.engines.values()))
+        stats = engine.stats().per_model
+    finally:
+        await runtime.close()
+    assert run.status.value in ("succeeded", "failed")
+    turned = run.to_dict()["knobs_turned"]
+    assert [t["knob"] for t in turned] == ["light-sql"] and turned[0]["slack_s"] < 0
+    assert stats["gemma3-270m"].num_calls >= 1                 # generate ran on Gemma
+    generate = [t for t in run.trace if t.stage == "generate"]
+    assert generate and generate[0].usage.prompt_tokens > 300

@@ -14,7 +14,8 @@ rate must not look like a pool going idle). The cost is
 the lowest smoothed expected service time seen over the last ``cost_window_s``:
 a call's expected service time grows with the load on its engines, which depends
 on the allocation itself; the windowed minimum does not, so moving an engine does
-not change the demand it was moved for.
+not change the demand it was moved for. Backlog counts only calls that can still
+help their run meet its SLO (``is_viable``).
 """
 from __future__ import annotations
 
@@ -74,16 +75,18 @@ class LoadMonitor:
         slow_alpha: the same for the slow average of the arrival rate.
         shift_ratio: relative gap between the averages that counts as a level shift ...
         shift_z: ... when it is also this many standard deviations of Poisson noise.
+        viable_slack_factor: queued calls count as backlog while their slack is at
+            least minus this many times their expected service (``is_viable``).
         cost_window_s: how far back the unloaded cost per call looks.
     """
 
     def __init__(self, alpha: float = 0.5, cost_window_s: float = 120.0,
-                 slow_alpha: float = 0.1, shift_ratio: float = 0.5, shift_z: float = 3.0
-                 ) -> None:
+                 slow_alpha: float = 0.1, shift_ratio: float = 0.5, shift_z: float = 3.0,
+                 viable_slack_factor: float = 1.0) -> None:
         if not (0.0 < alpha <= 1.0 and 0.0 < slow_alpha <= 1.0):
             raise ValueError(f"load EWMA weights must be in (0, 1], got {alpha}, {slow_alpha}")
         self.alpha, self.slow_alpha, self.shift_ratio = alpha, slow_alpha, shift_ratio
-        self.shift_z = shift_z
+        self.shift_z, self.viable_slack_factor = shift_z, viable_slack_factor
         self.cost_window_s = cost_window_s
         self._windows: dict[str, _Window] = {}
         self._rates: dict[str, _Rates] = {}
@@ -113,7 +116,7 @@ class LoadMonitor:
         rates = self._rates.setdefault(pool.name, _Rates())
         calls, cost = self._update(w, rates, now, close)
         queued = pool.queued()
-        queued_s = sum(c.expected_service_s for c in queued)
+        queued_s = sum(c.expected_service_s for c in queued if self.is_viable(c, now))
         slack = min((c.slack(now) for c in queued), default=None)
         hit = w.cached_tokens / w.prompt_tokens if w.prompt_tokens else None
         load = PoolLoad(pool.name, model, engines, lent_out, len(queued),
@@ -145,6 +148,15 @@ class LoadMonitor:
                 costs.popleft()
         unloaded = min((c for _, c in costs), default=cost or 0.0)
         return calls or 0.0, unloaded
+
+    def is_viable(self, call: StageCall, now: float) -> bool:
+        """Whether a queued call still counts as backlog: its slack is at least
+        ``-viable_slack_factor`` x its own expected service. A call later than that
+        belongs to a run that misses its SLO whatever the allocation does; under
+        overload a pool's queue fills with such calls, and counting them would move
+        engines away from a pool whose calls can still finish in time (the
+        generator's first attempts, which complete runs on their own)."""
+        return call.slack(now) >= -self.viable_slack_factor * call.expected_service_s
 
     def _is_shift(self, fast: float, slow: float, span: float) -> bool:
         """A level shift: the averages differ by more than ``shift_ratio`` and by

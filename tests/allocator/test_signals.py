@@ -70,3 +70,17 @@ def test_a_pool_that_really_goes_idle_is_seen_as_idle():
     for t in range(30, 36):                             # 20/s -> 0: far beyond noise
         load = _step(monitor, pool, float(t), 0, 1.0)
     assert load.work_rate < 1.0
+
+
+def test_backlog_counts_only_calls_that_can_still_make_their_slo():
+    # Under overload a queue fills with calls of runs that are already lost; they must
+    # not pull engines away from a pool whose calls can still finish in time.
+    monitor, pool = LoadMonitor(viable_slack_factor=1.0), _pool()
+    monitor.open("p", 0.0)
+    fresh = make_call("fresh", slack_key=100.0, expected_s=2.0)     # slack +90 at t=10
+    late = make_call("late", slack_key=9.0, expected_s=2.0)         # slack -1: still viable
+    lost = make_call("lost", slack_key=5.0, expected_s=2.0)         # slack -5: lost
+    for call in (fresh, late, lost):
+        pool.submit(call, 0.0)
+    load = monitor.snapshot(pool, "m", (), (), 10.0)
+    assert load.queue_depth == 3 and load.backlog_s == 4.0
