@@ -184,6 +184,10 @@ class CortexClient:
     def pools(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/pools")["pools"]
 
+    def allocation(self, decisions: int = 50) -> dict[str, Any] | None:
+        """The allocator's state and last ``decisions`` moves (None: static policy)."""
+        return self._call("GET", f"/v1/pools?decisions={int(decisions)}")["allocation"]
+
     def models(self) -> list[str]:
         return [m["id"] for m in self._call("GET", "/v1/models")["data"]]
 
@@ -272,6 +276,10 @@ class AsyncCortexClient:
 
     async def pools(self) -> list[dict[str, Any]]:
         return (await self._call("GET", "/v1/pools"))["pools"]
+
+    async def allocation(self, decisions: int = 50) -> dict[str, Any] | None:
+        """The allocator's state and last ``decisions`` moves (None: static policy)."""
+        return (await self._call("GET", f"/v1/pools?decisions={int(decisions)}"))["allocation"]
 
     async def is_ready(self) -> bool:
         try:

@@ -23,6 +23,7 @@ def test_sync_client(chain_server: CortexServer) -> None:
         assert client.wait(run_id)["status"] == "succeeded"
         assert [w["name"] for w in client.workflows()] == ["chain"]
         assert {p["name"] for p in client.pools()} == {"draft", "answer"}
+        assert client.allocation() is None            # a static policy has no allocator
         assert client.models() == ["chain", "draft", "answer"]
         assert client.chat("draft", [{"role": "user", "content": "q"}])["choices"]
         assert "cortex_runs_total" in client.metrics()
@@ -70,6 +71,7 @@ async def test_async_client(chain_server: CortexServer) -> None:
                 )["choices"][0]["message"]["content"] == "hello world"
         assert [w["name"] for w in await client.workflows()] == ["chain"]
         assert len(await client.pools()) == 2
+        assert await client.allocation(decisions=5) is None
         with pytest.raises(CortexError) as missing:
             await client.cancel("run-nope")
         assert missing.value.status == 404
