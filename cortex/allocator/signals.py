@@ -80,7 +80,7 @@ class LoadMonitor:
         cost_window_s: how far back the unloaded cost per call looks.
     """
 
-    def __init__(self, alpha: float = 0.5, cost_window_s: float = 120.0,
+    def __init__(self, alpha: float = 0.8, cost_window_s: float = 120.0,
                  slow_alpha: float = 0.1, shift_ratio: float = 0.5, shift_z: float = 3.0,
                  viable_slack_factor: float = 1.0) -> None:
         if not (0.0 < alpha <= 1.0 and 0.0 < slow_alpha <= 1.0):

@@ -23,7 +23,7 @@ class AllocatorConfig:
     policy: str = "slo-pressure"
     policy_options: dict[str, Any] = field(default_factory=dict)
     interval_s: float = 1.0
-    load_alpha: float = 0.5
+    load_alpha: float = 0.8
     cost_window_s: float = 120.0
     cold_window_s: float = 30.0
 
