@@ -7,8 +7,9 @@ finished run). It owns the stage -> pool map and the engine -> pool map.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, NamedTuple
 
 from cortex.allocator import Allocator, Decision, DecisionKind, is_malleable, pool_models
 from cortex.allocator.types import AllocationContext
@@ -35,7 +36,7 @@ class RunFinished(NamedTuple):
     run: Run
 
 
-Action = Union[StartCall, CancelCall, RunFinished]
+Action = StartCall | CancelCall | RunFinished
 Preparer = Callable[[StageCall], EngineRequest]
 
 
@@ -48,6 +49,20 @@ class ExecutorSlot:
 
     def cached_prefix_len(self, tokens: list[int]) -> int:
         return 0
+
+
+def retokenize_for_model(request: EngineRequest, views: list[EngineView]) -> None:
+    """A knob switched the request to another model: its token ids (which the router
+    matches against engines' caches) must be that model's. Tokenizes with the first
+    engine that lists the model in ``models``; pre-tokenized requests (simulated
+    workloads) and pools of engines that serve any name are left as they are."""
+    if request.messages is None and request.prompt is None:
+        return
+    for view in views:
+        models = getattr(view, "models", None)
+        if isinstance(models, tuple) and request.model in models:
+            request.prompt_tokens = view.tokenize(request)
+            return
 
 
 class Controller:
@@ -196,7 +211,10 @@ class Controller:
         pool = self.pools[self._stage_pool[call.stage.name]]
         if call.stage.is_llm:
             call.request = self.prepare(call)
+            model = call.request.model
             self.orchestrator.adjust_request(call)
+            if call.request.model != model:
+                retokenize_for_model(call.request, pool.views())
         if pool.submit(call, now):
             if self.allocator is not None:
                 self.allocator.observe_submit(call, now)

@@ -102,6 +102,9 @@ class StagePool:
     def engine_ids(self) -> list[str]:
         return list(self._slots)
 
+    def views(self) -> list[EngineView]:
+        return [slot.view for slot in self._slots.values()]
+
     def healthy_engines(self) -> list[str]:
         return [e for e, s in self._slots.items() if s.healthy]
 

@@ -95,8 +95,33 @@ def test_a_model_knob_needs_every_engine_of_its_pool_to_serve_the_model():
     both = SimpleNamespace(engine_id="e0", models=("smollm2-135m", "gemma3-270m"))
     one = SimpleNamespace(engine_id="e1", models=("smollm2-135m",))
     remote = SimpleNamespace(engine_id="r0")          # serves any name: not checked
-    plan = lambda fixers: PoolPlan(None, {"p_fix": fixers}, {"fix": "p_fix"})  # noqa: E731
+    plan = lambda fixers: PoolPlan(None, {"p_fix": fixers}, {"fix": "p_fix"})
     check_model_knobs({"agent": light}, plan([both, remote]))
     with pytest.raises(ValueError, match=r"knob 'light-fixer'.*engines e1 of pool 'p_fix'"
                                          r".*extra_models"):
         check_model_knobs({"agent": light}, plan([both, one]))
+
+
+def test_a_request_switched_to_another_model_gets_that_models_token_ids():
+    from types import SimpleNamespace
+
+    from cortex.controller import retokenize_for_model
+    from cortex.core import EngineRequest
+
+    def tokenize(request):
+        return [len(request.model)] * 3          # stands in for the model's tokenizer
+
+    smol = SimpleNamespace(engine_id="e0", models=("smollm2-135m",), tokenize=tokenize)
+    both = SimpleNamespace(engine_id="e1", models=("smollm2-135m", "gemma3-270m"),
+                           tokenize=tokenize)
+    request = EngineRequest("c", messages=[{"role": "user", "content": "q"}],
+                            model="gemma3-270m", prompt_tokens=[1, 2])
+    retokenize_for_model(request, [smol, both])
+    assert request.prompt_tokens == [11, 11, 11]   # e1's tokenizer, for gemma3-270m
+    remote = SimpleNamespace(engine_id="r0", tokenize=tokenize)   # serves any name
+    untouched = EngineRequest("d", messages=[{"role": "user", "content": "q"}],
+                              model="x", prompt_tokens=[1, 2])
+    retokenize_for_model(untouched, [remote])
+    pretokenized = EngineRequest("s", prompt_tokens=[7], model="gemma3-270m")
+    retokenize_for_model(pretokenized, [both])
+    assert untouched.prompt_tokens == [1, 2] and pretokenized.prompt_tokens == [7]
