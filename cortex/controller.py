@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from cortex.allocator import Allocator, Decision, DecisionKind, is_malleable, pool_models
 from cortex.allocator.types import AllocationContext
 from cortex.core import ERROR, CallResult, EngineRequest, RunStatus
-from cortex.engine.base import EngineView
+from cortex.engine.base import EngineView, served_models
 from cortex.orchestrator.orchestrator import Orchestrator, Step
 from cortex.orchestrator.run import Run, StageCall
 from cortex.pool.placement import Layout
@@ -47,7 +47,7 @@ class ExecutorSlot:
     engine_id: str
     max_concurrency: int = 1
 
-    def cached_prefix_len(self, tokens: list[int]) -> int:
+    def cached_prefix_len(self, tokens: list[int], model: str | None = None) -> int:
         return 0
 
 
@@ -59,8 +59,7 @@ def retokenize_for_model(request: EngineRequest, views: list[EngineView]) -> Non
     if request.messages is None and request.prompt is None:
         return
     for view in views:
-        models = getattr(view, "models", None)
-        if isinstance(models, tuple) and request.model in models:
+        if request.model in (served_models(view) or ()):
             request.prompt_tokens = view.tokenize(request)
             return
 

@@ -57,5 +57,5 @@ class FakeView:
         self.cached = cached
         self.max_concurrency = max_concurrency
 
-    def cached_prefix_len(self, tokens: list[int]) -> int:
+    def cached_prefix_len(self, tokens: list[int], model: str | None = None) -> int:
         return min(self.cached, len(tokens))

@@ -50,19 +50,13 @@ class _Rates:
 
 def kv_usage(view: object) -> float | None:
     """Fraction of an engine's KV memory holding blocks (live or cached), when
-    the backend can tell: ``view.kv_usage()``, a simulated engine's block cache,
-    or the share of a llama.cpp engine's snapshot budget in use."""
+    the backend can tell: ``view.kv_usage()`` (the llama.cpp engine: its
+    snapshot budget in use) or a simulated engine's block cache."""
     fn = getattr(view, "kv_usage", None)
     if callable(fn):
         return fn()
-    cache = getattr(view, "cache", None)
-    size_info = getattr(cache, "size_info", None)
+    size_info = getattr(getattr(view, "cache", None), "size_info", None)
     if not callable(size_info):
-        # a byte-budgeted snapshot cache (the llama.cpp engine's StateCache)
-        capacity = getattr(cache, "capacity_bytes", None)
-        used = getattr(cache, "num_bytes", None)
-        if isinstance(capacity, int) and isinstance(used, int) and capacity > 0:
-            return used / capacity
         return None
     info = size_info()
     return (info.in_use + info.evictable) / info.total if info.total else None

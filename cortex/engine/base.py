@@ -30,14 +30,22 @@ class EngineError(RuntimeError):
     """An engine failed a call (crash, timeout, bad response). Retryable elsewhere."""
 
 
+def served_models(view: object) -> tuple[str, ...] | None:
+    """The models an engine serves by name (``models``, e.g. llama.cpp with
+    ``extra_models``), or None for engines that take any name (remote servers,
+    simulated engines)."""
+    models = getattr(view, "models", None)
+    return models if isinstance(models, tuple) else None
+
+
 class EngineView(Protocol):
     engine_id: str
     max_concurrency: int
 
     def cached_prefix_len(self, tokens: list[int], model: str | None = None) -> int:
         """Number of leading ``tokens`` this engine holds in its cache right now, for the
-        request model ``model`` (None: the engine's own). Views that serve one model may
-        ignore ``model``; pools pass it only when a request names one."""
+        request model ``model`` (None: the engine's own). Views that serve one model
+        ignore ``model``."""
         ...
 
 

@@ -282,6 +282,11 @@ class LlamaCppEngine(BaseEngine):
         key = tuple(tokens)
         return max(common_prefix_len(m.live, key), m.cache.prefix_len(key))
 
+    def kv_usage(self) -> float | None:
+        """Share of the primary model's snapshot budget in use (None: no budget)."""
+        cache = self._primary.cache
+        return cache.num_bytes / cache.capacity_bytes if cache.capacity_bytes else None
+
     def stats(self) -> LlamaCppStats:
         per_model = {name: m.current_stats() for name, m in self._models.items()}
         total = LlamaCppStats(per_model=per_model)

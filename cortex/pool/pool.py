@@ -174,7 +174,7 @@ class StagePool:
         model = call.request.model if call.request is not None else None
         use_prefix = self.router.needs_prefix and bool(tokens)
         return [Candidate(e, s.in_flight + waiting[e], free[e],
-                          _prefix_len(s.view, tokens, model) if use_prefix else 0)
+                          s.view.cached_prefix_len(tokens, model=model) if use_prefix else 0)
                 for e, s in live.items()]
 
     def finished(self, call: StageCall, prompt_tokens: int, cached_tokens: int | None,
@@ -195,10 +195,3 @@ class StagePool:
             sum(s.view.max_concurrency for s in self._slots.values()),
             self.stats.prefix_hit_rate)
 
-
-def _prefix_len(view: EngineView, tokens: list[int], model: str | None) -> int:
-    """``view.cached_prefix_len`` for the request's model; ``model`` is passed only when set,
-    so views written for one model (tool executors, test doubles) keep working."""
-    if model is None:
-        return view.cached_prefix_len(tokens)
-    return view.cached_prefix_len(tokens, model=model)

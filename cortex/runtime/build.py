@@ -24,7 +24,7 @@ from cortex.allocator.scaling import (
 from cortex.config import BACKENDS, ConfigError, CortexConfig
 from cortex.controller import Controller, Preparer
 from cortex.core import EngineRequest
-from cortex.engine.base import BaseEngine
+from cortex.engine.base import BaseEngine, served_models
 from cortex.orchestrator.orchestrator import Orchestrator
 from cortex.orchestrator.run import StageCall
 from cortex.pool.placement import Layout, build_layout, expected_stage_work
@@ -102,7 +102,7 @@ def make_allocator(cfg: CortexConfig, engines: dict[str, BaseEngine]) -> Allocat
         return None
     provider = None
     budget = scale_out_budget(cfg)
-    if budget > len(engines) and section.template is not None:
+    if budget > len(engines):
         template = section.template
         if section.standby_urls:
             options = {k: v for k, v in template.items()
@@ -154,10 +154,9 @@ def check_model_knobs(knobs: dict[str, KnobSet], plan: PoolPlan) -> None:
                 continue
             engines = plan.engines_of(knob.stage)
             missing = [e.engine_id for e in engines
-                       if isinstance(getattr(e, "models", None), tuple)
-                       and knob.value not in e.models]
+                       if knob.value not in (served_models(e) or (knob.value,))]
             if missing:
-                served = sorted({m for e in engines for m in getattr(e, "models", ())})
+                served = sorted({m for e in engines for m in served_models(e) or ()})
                 raise ValueError(
                     f"workflow {workflow!r}: knob {knob.name!r} serves stage {knob.stage!r} "
                     f"with model {knob.value!r}, but engines {', '.join(missing)} of pool "

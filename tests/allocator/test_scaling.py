@@ -83,7 +83,7 @@ class _FakeEngine(BaseEngine):
     def tokenize(self, request: EngineRequest) -> list[int]:
         return []
 
-    def cached_prefix_len(self, tokens: list[int]) -> int:
+    def cached_prefix_len(self, tokens: list[int], model: str | None = None) -> int:
         return 0
 
     async def generate(self, request: EngineRequest) -> Completion:

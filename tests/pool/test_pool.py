@@ -125,3 +125,19 @@ def test_layouts_per_policy():
         "gen": (2, "slack"), "fix": (2, "slack")}
     with pytest.raises(KeyError, match="unknown placement policy"):
         build_layout("nope", wf, 4)
+
+
+def test_prefix_affinity_asks_engines_about_the_requests_model():
+    class ModelAware(FakeView):               # the simulated engine's signature
+        def cached_prefix_len(self, tokens, hashes=None, model=None):
+            assert hashes is None             # the model must not land in ``hashes``
+            self.asked = model
+            return min(self.cached, len(tokens))
+
+    warm, cold = ModelAware("warm", cached=50), ModelAware("cold")
+    p = pool(router="prefix_affinity", views=[cold, warm])
+    call = make_call("light", tokens=list(range(64)))
+    call.request.model = "gemma3-270m"        # set by a model knob
+    p.submit(call, 0.0)
+    assert [d.engine_id for d in p.dispatch(0.0)] == ["warm"]
+    assert warm.asked == cold.asked == "gemma3-270m"
