@@ -19,6 +19,14 @@ def _names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _fail_schedule(text: str) -> list[tuple[float, float]]:
+    from cortex.workload.nl2sql_sim import parse_fail_schedule
+    try:
+        return parse_fail_schedule(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     import cortex.allocator  # noqa: F401  (registers the cortex-malleable placement)
     from cortex.allocator import ALLOCATION_POLICIES
@@ -48,8 +56,14 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-seqs", type=int, help="sim: max sequences per engine (max_num_seqs)")
     p.add_argument("--shift", action="store_true", help="nl2sql sim: shifting workload, "
                    "first-attempt failure rate 10%% -> 70%% -> 10%% over the trace")
+    p.add_argument("--fail-schedule", type=_fail_schedule, metavar="F:P,...",
+                   help="nl2sql sim: first-attempt failure rate P from fraction F of the "
+                   "trace on, e.g. 0:0.1,0.25:0.7,0.75:0.1 (--shift is 0:0.1,0.333:0.7,0.667:0.1)")
     p.add_argument("--knobs", action="store_true", help="sim: runs with negative slack turn "
                    "the agent's knobs (shorter outputs, fewer fixes), every policy")
+    p.add_argument("--late-last", type=float, metavar="K", help="sim: slack-ordered pools "
+                   "serve calls later than -K x their expected service after every call "
+                   "that can still meet its SLO (default: strict least-slack order)")
     p.add_argument("--allocator", default="slo-pressure", choices=ALLOCATION_POLICIES.names(),
                    help="cortex-malleable: allocation policy")
     p.add_argument("--alloc-interval", type=float, default=1.0,

@@ -22,7 +22,6 @@ Errors name the field and say what to do.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,13 +259,17 @@ def _allocator(raw: Any, cfg: CortexConfig) -> AllocatorSection:
     if not isinstance(options, dict):
         raise ConfigError(source, "allocator.options", "must be a mapping of the policy's "
                           "options")
+    policy_cls = ALLOCATION_POLICIES.get(policy)
+    unknown = sorted(set(options) - set(policy_cls.OPTIONS))
+    if unknown:
+        known = ", ".join(policy_cls.OPTIONS) or "none"
+        raise ConfigError(source, f"allocator.options.{unknown[0]}",
+                          f"unknown option of allocation policy {policy} (its options: {known})")
     try:
-        ALLOCATION_POLICIES.get(policy)(**options)
+        policy_cls(**options)
     except (TypeError, ValueError) as exc:
-        name = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
-        path = f"allocator.options.{name.group(1)}" if name else "allocator.options"
-        why = "unknown option" if name else str(exc)
-        raise ConfigError(source, path, f"{why} of allocation policy {policy}") from None
+        raise ConfigError(source, "allocator.options",
+                          f"{exc} (allocation policy {policy})") from None
     timing: dict[str, float] = {}
     for key, minimum, strict in (("interval_s", 0.0, True), ("load_alpha", 0.0, True),
                                  ("cost_window_s", 0.0, True), ("cold_window_s", 0.0, False)):

@@ -74,12 +74,16 @@ class Controller:
         load_bound: prefix-affinity load bound.
         allocator: moves engines between LLM pools at run time; None: a default
             ``Allocator`` when the layout's policy is malleable, else a static split.
+        late_factor: slack-ordered pools serve calls later than -late_factor x their
+            expected service after every call that can still meet its SLO
+            (``StagePool.late_factor``); None: strict least-slack order.
     """
 
     def __init__(self, orchestrator: Orchestrator, layout: Layout,
                  engines: dict[str, list[EngineView]], prepare: Preparer,
                  max_queue: int = 1024, load_bound: int = 2,
-                 allocator: Allocator | None = None) -> None:
+                 allocator: Allocator | None = None,
+                 late_factor: float | None = None) -> None:
         self.orchestrator = orchestrator
         self.layout = layout
         self.prepare = prepare
@@ -88,7 +92,8 @@ class Controller:
         for spec in layout.pools:
             router = ROUTERS.get(spec.router)(load_bound=load_bound)
             pool = StagePool(spec.name, spec.stages, SCHEDULERS.get(spec.scheduler), router,
-                             max_queue=max_queue)
+                             max_queue=max_queue,
+                             late_factor=late_factor if spec.scheduler == "slack" else None)
             views = engines.get(spec.name) or [
                 ExecutorSlot(f"{spec.name}-{i}") for i in range(spec.num_engines)]
             for view in views:

@@ -290,3 +290,15 @@ class Allocator:
     def num_moves(self, kinds: tuple[DecisionKind, ...] = tuple(DecisionKind)) -> int:
         """Decisions begun, of the given kinds."""
         return sum(1 for r in self.records if r.decision.kind in kinds)
+
+    def decision_counts(self) -> dict[str, int]:
+        """Decisions begun, by kind (every kind listed)."""
+        return {k.value: self.num_moves((k,)) for k in DecisionKind}
+
+    def cold_summary(self) -> dict[str, dict[str, float]]:
+        """Per pool: calls served by engines within ``cold_window_s`` of arriving
+        there, their prompt and cached prompt tokens and hit rate."""
+        return {name: {"calls": c.num_calls, "prompt_tokens": c.prompt_tokens,
+                       "cached_prompt_tokens": c.cached_prompt_tokens,
+                       "hit_rate": round(c.hit_rate, 4)}
+                for name, c in sorted(self.cold.items())}

@@ -18,7 +18,10 @@ from cortex.registry import Registry
 
 
 class BaseAllocationPolicy(abc.ABC):
-    """Decides engine moves from pool loads. Subclasses take keyword options."""
+    """Decides engine moves from pool loads. Subclasses take keyword options, named
+    in ``OPTIONS`` (configs are checked against it before the policy is built)."""
+
+    OPTIONS: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def initial_state(self) -> Any:
@@ -42,9 +45,9 @@ ALLOCATION_POLICIES: Registry[type[BaseAllocationPolicy]] = Registry("allocation
 @ALLOCATION_POLICIES.register("static")
 class StaticPolicy(BaseAllocationPolicy):
     """Never moves anything: the placement's split stays (used to record timelines
-    of static policies with the same monitor)."""
+    of static policies with the same monitor). No options."""
 
-    def __init__(self, **_: object) -> None:
+    def __init__(self) -> None:
         pass
 
     def initial_state(self) -> None:

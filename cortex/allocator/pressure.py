@@ -84,6 +84,8 @@ class PressurePolicy(BaseAllocationPolicy):
     with hysteresis, a minimum dwell time and confirmation; lends and returns idle
     engines; scales out/in through a provider. Options: ``PressureConfig`` fields."""
 
+    OPTIONS = tuple(PressureConfig.__dataclass_fields__)
+
     def __init__(self, **options: float) -> None:
         self.config = PressureConfig(**options)  # type: ignore[arg-type]
 

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from cortex.allocator.allocator import Allocator
-from cortex.allocator.types import DecisionKind
 from cortex.orchestrator.run import Run
 
 
@@ -17,7 +16,7 @@ def allocation_summary(allocator: Allocator, runs: Sequence[Run]) -> dict[str, A
     start = min((r.arrival for r in runs), default=0.0)
     end = max((r.finished_at or r.arrival for r in runs), default=0.0)
     minutes = max(end - start, 1e-9) / 60.0
-    counts = {k.value: allocator.num_moves((k,)) for k in DecisionKind}
+    counts = allocator.decision_counts()
     pools = allocator.pools
     return {
         "policy": allocator.config.policy,
@@ -28,9 +27,7 @@ def allocation_summary(allocator: Allocator, runs: Sequence[Run]) -> dict[str, A
         "engines_at_end": {name: len(pools[name].engine_ids) for name in allocator.models},
         "pool_hit_rate": {name: round(pools[name].stats.prefix_hit_rate, 4)
                           for name in allocator.models},
-        "cold": {name: {"calls": c.num_calls, "prompt_tokens": c.prompt_tokens,
-                        "hit_rate": round(c.hit_rate, 4)}
-                 for name, c in sorted(allocator.cold.items())},
+        "cold": allocator.cold_summary(),
         "log": [{"t": round(r.begun_at, 3), "done": None if r.done_at is None
                  else round(r.done_at, 3), "kind": r.decision.kind.value,
                  "engine": r.decision.engine_id, "from": r.decision.source,

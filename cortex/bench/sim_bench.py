@@ -42,6 +42,7 @@ class SimBenchConfig:
     timeline: bool = False          # record engines/queues/SLO over time for every policy
     timeline_bin_s: float = 5.0
     knobs: bool = False             # turn the agent's knobs for runs with negative slack
+    late_factor: float | None = None  # slack pools serve hopeless calls last (StagePool)
 
     def __post_init__(self) -> None:
         if not self.policies or not self.rates:
@@ -84,7 +85,8 @@ def run_policy(cfg: SimBenchConfig, policy: str, rate: float) -> tuple[dict[str,
     orchestrator = Orchestrator({workflow.name: workflow}, estimator, knobs=knobs)
     controller = Controller(orchestrator, layout, views, sim_preparer(workload),
                             max_queue=cfg.max_queue, load_bound=cfg.load_bound,
-                            allocator=_allocator(cfg, policy, engines))
+                            allocator=_allocator(cfg, policy, engines),
+                            late_factor=cfg.late_factor)
     oracle = OracleCache(cfg.engine.block_size)
     sim = Simulator(controller, engines, workload, workflow.name,
                     on_llm_submit=lambda req: oracle.observe(req.prompt_tokens))

@@ -28,6 +28,8 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
         workload = replace(workload, p_first_fail=args.p_fail)
     if getattr(args, "shift", False):
         workload = shifting(workload)
+    if getattr(args, "fail_schedule", None):
+        workload = replace(workload, fail_schedule=args.fail_schedule)
     timeline = getattr(args, "timeline", None)
     cfg = SimBenchConfig(policies=args.policies, rates=args.rates, num_requests=args.requests,
                          seed=args.seed, num_engines=args.engines, engine=engine,
@@ -37,7 +39,8 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
                                                    interval_s=getattr(args, "alloc_interval",
                                                                       1.0)),
                          max_engines=getattr(args, "max_engines", None),
-                         timeline=timeline is not None, knobs=getattr(args, "knobs", False))
+                         timeline=timeline is not None, knobs=getattr(args, "knobs", False),
+                         late_factor=getattr(args, "late_last", None))
     report = run_sim_bench(cfg)
     if timeline is not None:
         path = write_timeline(report, cfg, timeline)

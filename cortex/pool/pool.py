@@ -8,6 +8,7 @@ The runtime actually starts the work.
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -67,6 +68,10 @@ class StagePool:
         router: engine-choice policy.
         max_queue: bounded queue; a call beyond it is refused (its run is rejected).
         scan_window: how deep ``dispatch`` looks past calls waiting for a busy engine.
+        late_factor: None: serve strictly in scheduler order. A number k: a queued call
+            whose slack is below -k x its own expected service can no longer help its
+            run meet the SLO; it is served only after every call that still can
+            (in scheduler order within each group). Nothing is dropped.
     """
 
     name: str
@@ -75,6 +80,7 @@ class StagePool:
     router: BaseRouter
     max_queue: int = 1024
     scan_window: int = 64
+    late_factor: float | None = None
     stats: PoolStats = field(default_factory=PoolStats)
     _slots: dict[str, _EngineSlot] = field(default_factory=dict)
     _queue: list[tuple[SortKey, StageCall]] = field(default_factory=list)
@@ -141,32 +147,48 @@ class StagePool:
 
     # ---- dispatch ----------------------------------------------------------
     def dispatch(self, now: float) -> list[Dispatch]:
-        """Pair queued calls with engines, in scheduler order."""
+        """Pair queued calls with engines, in scheduler order (calls that can still
+        meet their SLO first when ``late_factor`` is set)."""
         live = {e: s for e, s in self._slots.items() if s.healthy and not s.draining}
         free = {e: s.view.max_concurrency - s.in_flight for e, s in live.items()}
         if not self._queue or not any(v > 0 for v in free.values()):
             return []
+        groups = [self._queue] if self.late_factor is None else self._split_late(now)
         waiting = dict.fromkeys(live, 0)
-        out, kept, scanned = [], [], 0
+        out, kept_groups, scanned = [], [], 0
+        for group in groups:
+            kept: list[tuple[SortKey, StageCall]] = []
+            for item in group:
+                call = item[1]
+                if scanned >= self.scan_window or not any(v > 0 for v in free.values()):
+                    kept.append(item)
+                    continue
+                scanned += 1
+                engine_id = self.router.choose(self._candidates(live, free, waiting, call), call)
+                if engine_id is None or free.get(engine_id, 0) <= 0:
+                    if engine_id is not None:
+                        waiting[engine_id] += 1
+                    kept.append(item)
+                    continue
+                free[engine_id] -= 1
+                live[engine_id].in_flight += 1
+                call.engine_id, call.started_at = engine_id, now
+                self.stats.queue_wait_s += now - call.queued_at
+                out.append(Dispatch(call, engine_id))
+            kept_groups.append(kept)
+        self._queue = (kept_groups[0] if len(kept_groups) == 1
+                       else list(heapq.merge(*kept_groups, key=lambda item: item[0])))
+        return out
+
+    def _split_late(self, now: float) -> list[list[tuple[SortKey, StageCall]]]:
+        """The queue as [calls that can still meet their SLO, late calls], each in
+        scheduler order."""
+        viable, late = [], []
         for item in self._queue:
             call = item[1]
-            if scanned >= self.scan_window or not any(v > 0 for v in free.values()):
-                kept.append(item)
-                continue
-            scanned += 1
-            engine_id = self.router.choose(self._candidates(live, free, waiting, call), call)
-            if engine_id is None or free.get(engine_id, 0) <= 0:
-                if engine_id is not None:
-                    waiting[engine_id] += 1
-                kept.append(item)
-                continue
-            free[engine_id] -= 1
-            live[engine_id].in_flight += 1
-            call.engine_id, call.started_at = engine_id, now
-            self.stats.queue_wait_s += now - call.queued_at
-            out.append(Dispatch(call, engine_id))
-        self._queue = kept
-        return out
+            ok = call.slack(now) >= -self.late_factor * call.expected_service_s
+            (viable if ok else late).append(item)
+        return [viable, late]
 
     def _candidates(self, live: dict[str, _EngineSlot], free: dict[str, int],
                     waiting: dict[str, int], call: StageCall) -> list[Candidate]:

@@ -128,7 +128,7 @@ def allocation_view(service: CortexService, num_decisions: int = NUM_DECISIONS
         "policy": allocator.config.policy,
         "interval_s": allocator.config.interval_s,
         "models": dict(allocator.models),
-        "decisions": {k.value: allocator.num_moves((k,)) for k in DecisionKind},
+        "decisions": allocator.decision_counts(),
         "num_decisions": len(records),
         "recent": [record(r) for r in reversed(recent)],
         "in_flight": [record(r) for r in in_flight],
@@ -136,10 +136,7 @@ def allocation_view(service: CortexService, num_decisions: int = NUM_DECISIONS
         "recent_refused": [{**stamp(at), **_decision(d), "why": why}
                            for at, d, why in reversed(allocator.refused[-NUM_REFUSED:])],
         "cold_window_s": allocator.config.cold_window_s,
-        "cold": {name: {"calls": c.num_calls, "prompt_tokens": c.prompt_tokens,
-                        "cached_prompt_tokens": c.cached_prompt_tokens,
-                        "hit_rate": round(c.hit_rate, 4)}
-                 for name, c in sorted(allocator.cold.items())},
+        "cold": allocator.cold_summary(),
         "scaling": None if provider is None else {
             "max_engines": getattr(provider, "max_engines", None),
             "startable": provider.num_startable(),

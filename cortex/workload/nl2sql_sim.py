@@ -207,3 +207,26 @@ def shifting(config: NL2SQLWorkloadConfig, low: float = 0.1, high: float = 0.7
     the fixer's share of the work) is ``low`` for the first third of the trace,
     ``high`` for the second and ``low`` again for the last."""
     return replace(config, fail_schedule=[(0.0, low), (1 / 3, high), (2 / 3, low)])
+
+
+def parse_fail_schedule(text: str) -> list[tuple[float, float]]:
+    """``"0:0.1,0.25:0.7,0.75:0.1"`` -> ``[(0.0, 0.1), (0.25, 0.7), (0.75, 0.1)]``: from
+    each fraction of the trace on, the first-attempt failure rate is the value.
+
+    Raises:
+        ValueError: an entry is not ``FRACTION:RATE`` with both in [0, 1], or the
+            fractions do not increase.
+    """
+    points: list[tuple[float, float]] = []
+    for entry in text.split(","):
+        at, sep, p = entry.partition(":")
+        try:
+            point = (float(at), float(p)) if sep else None
+        except ValueError:
+            point = None
+        if point is None or not (0.0 <= point[0] <= 1.0 and 0.0 <= point[1] <= 1.0):
+            raise ValueError(f"{entry.strip()!r}: expected FRACTION:RATE, both in [0, 1]")
+        if points and point[0] <= points[-1][0]:
+            raise ValueError(f"{entry.strip()!r}: fractions must increase")
+        points.append(point)
+    return points

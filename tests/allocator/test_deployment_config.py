@@ -56,6 +56,8 @@ OPENAI = [{"backend": "openai", "urls": ["http://127.0.0.1:1"], "model": "m"}]
      "unknown allocation policy 'magic'"),
     ({"options": {"hysterisis": 0.1}}, None, "cortex-malleable",
      "allocator.options.hysterisis", "unknown option"),
+    ({"policy": "static", "options": {"min_dwell_s": 5}}, None, "cortex-malleable",
+     "allocator.options.min_dwell_s", "its options: none"),
     ({"options": {"hysteresis": -1}}, None, "cortex-malleable", "allocator.options",
      "hysteresis"),
     ({"options": [1]}, None, "cortex-malleable", "allocator.options", "must be a mapping"),

@@ -9,9 +9,10 @@ from cortex.pool.scheduler import SCHEDULERS
 from tests.factories import FakeView, loop_workflow, make_call
 
 
-def pool(scheduler="fcfs", router="least_loaded", views=(), max_queue=8, **kw):
+def pool(scheduler="fcfs", router="least_loaded", views=(), max_queue=8, late_factor=None,
+         **kw):
     p = StagePool("p", ("gen",), SCHEDULERS.get(scheduler), ROUTERS.get(router)(**kw),
-                  max_queue=max_queue)
+                  max_queue=max_queue, late_factor=late_factor)
     for v in views:
         p.add_engine(v)
     return p
@@ -32,6 +33,29 @@ def test_slack_orders_least_slack_first_then_shorter_service():
     assert [c.call_id for c in p.queued()] == ["tight_short", "tight_long", "loose"]
     (d,) = p.dispatch(1.0)
     assert d.call.call_id == "tight_short" and d.call.started_at == 1.0
+
+
+def test_late_last_serves_calls_that_can_still_meet_their_slo_first():
+    # At t=10: "lost" has slack -8 (< -1 x its 1 s service), "late_ok" -0.5 (viable),
+    # "fresh" +5. Strict least-slack order would serve "lost" first.
+    strict = pool("slack", views=[FakeView("e0")])
+    late_last = pool("slack", views=[FakeView("e0")], late_factor=1.0)
+    for p in (strict, late_last):
+        p.submit(make_call("fresh", slack_key=15.0, expected_s=1.0), 0.0)
+        p.submit(make_call("lost", slack_key=2.0, expected_s=1.0), 0.1)
+        p.submit(make_call("late_ok", slack_key=9.5, expected_s=1.0), 0.2)
+    assert [d.call.call_id for d in strict.dispatch(10.0)] == ["lost"]
+    (first,) = late_last.dispatch(10.0)
+    assert first.call.call_id == "late_ok"
+    # Nothing is dropped, the queue stays in scheduler order, and a lost call is
+    # still served once no viable call waits.
+    assert [c.call_id for c in late_last.queued()] == ["lost", "fresh"]
+    served = []
+    for call in (first.call, None):
+        late_last.finished(call or served[-1], 0, 0, 0.0)
+        (d,) = late_last.dispatch(10.0)
+        served.append(d.call)
+    assert [c.call_id for c in served] == ["fresh", "lost"] and late_last.queue_depth == 0
 
 
 def test_bounded_queue_refuses():
