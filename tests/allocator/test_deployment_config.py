@@ -138,9 +138,23 @@ def test_openai_scale_out_connects_to_standby_urls(tmp_path):
     assert first.config.model == "m"
 
 
-async def test_runtime_scales_out_and_in_through_the_config_provider(tmp_path):
+LLAMACPP = [{"backend": "llamacpp", "count": 2, "n_threads": 1, "n_threads_batch": 1,
+             "cache_mb": 16}]
+
+
+@pytest.mark.parametrize("engines", [
+    None, pytest.param(LLAMACPP, marks=pytest.mark.slow, id="llamacpp")])
+async def test_runtime_scales_out_and_in_through_the_config_provider(tmp_path, monkeypatch,
+                                                                     engines):
+    # Real llama.cpp engines too: the core budget is lifted to 3 engines (this machine
+    # has 2 cores, which leaves none to scale out to; 3 single-threaded engines only
+    # share them), the new engine loads the model, takes over the fix pool after its
+    # first engine moves away, and serves the runs' fix calls.
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
     cfg = parse_config(_data(tmp_path, {"policy": "static", "interval_s": 0.01,
-                                        "max_engines": 3}))
+                                        "max_engines": 3}, engines))
+    backend = cfg.allocator.template["backend"]
+    new = f"{backend}-auto-0"
     runtime = await build_runtime(cfg)
     try:
         controller = runtime.controller
@@ -149,22 +163,32 @@ async def test_runtime_scales_out_and_in_through_the_config_provider(tmp_path):
         target = "fix"
         assert allocator.begin(Decision(DecisionKind.SCALE_OUT, "", "", target, "test"),
                                runtime.clock())
-        for _ in range(200):
+        for _ in range(1000):
             await asyncio.sleep(0.01)
-            if "null-auto-0" in controller.pools[target].engine_ids:
+            if new in controller.pools[target].engine_ids:
                 break
-        assert controller.engine_pool["null-auto-0"] == target
-        assert isinstance(runtime.engines["null-auto-0"], NullEngine)
+        assert controller.engine_pool[new] == target
+        assert type(runtime.engines[new]) is type(runtime.engines[f"{backend}-0"])
         assert allocator.provider.num_startable() == 0
+        first = next(e for e in controller.pools[target].engine_ids if e != new)
+        assert allocator.begin(Decision(DecisionKind.MOVE, first, target, "gen", "test"),
+                               runtime.clock())
         runs = [await runtime.run("w", {"q": str(i)}) for i in range(3)]
         assert all(r.status.value == "succeeded" for r in runs)
-        assert allocator.begin(Decision(DecisionKind.SCALE_IN, "null-auto-0", target, "",
-                                        "idle"), runtime.clock())
+        assert controller.pools[target].engine_ids == [new]
+        assert {t.engine_id for r in runs for t in r.trace if t.stage == target} == {new}
+        assert allocator.begin(Decision(DecisionKind.SCALE_IN, new, target, "", "idle"),
+                               runtime.clock()) is False  # the pool's last engine
+        assert allocator.begin(Decision(DecisionKind.MOVE, first, "gen", target, "back"),
+                               runtime.clock())
+        await runtime.run("w", {"q": "again"})
+        assert allocator.begin(Decision(DecisionKind.SCALE_IN, new, target, "", "idle"),
+                               runtime.clock())
         for _ in range(200):
             await asyncio.sleep(0.01)
-            if "null-auto-0" not in runtime.engines:
+            if new not in runtime.engines:
                 break
-        assert "null-auto-0" not in controller.engine_pool
+        assert new not in controller.engine_pool
         assert allocator.provider.num_startable() == 1
     finally:
         await runtime.close()
