@@ -11,6 +11,8 @@
         urls: [http://127.0.0.1:8000]
         model: my-model
     server: {host: 127.0.0.1, port: 8080, api_key_env: CORTEX_API_KEY}
+    late_last: 0                   # slack pools serve calls that can no longer meet their
+                                   # SLO after those that can (omit: strict least slack)
     allocator:                     # only with policy: cortex-malleable (docs/allocator.md)
       policy: slo-pressure         # or static (never moves)
       interval_s: 1.0              # seconds between policy steps
@@ -120,6 +122,7 @@ class CortexConfig:
     max_queue: int = 256
     load_bound: int = 2
     tool_threads: int = 8
+    late_last: float | None = None
     server: ServerConfig = field(default_factory=ServerConfig)
     allocator: AllocatorSection | None = None
     source: str = "<config>"
@@ -166,6 +169,12 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(source, key, f"must be a positive number, got {value!r}")
             setattr(cfg, attr, value / 1000.0 if key == "slo_ms" else int(value))
+    late = data.get("late_last")
+    if late is not None:
+        if isinstance(late, bool) or not isinstance(late, (int, float)) or late < 0:
+            raise ConfigError(source, "late_last", "must be a number >= 0 (times a call's "
+                              f"expected service it may be late and still count), got {late!r}")
+        cfg.late_last = float(late)
     cfg.server = _server(data.get("server", {}), source)
     if "allocator" in data:
         cfg.allocator = _allocator(data["allocator"], cfg)

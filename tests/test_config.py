@@ -20,12 +20,29 @@ def test_example_config_loads():
     ({"workflows": ["missing.yaml"]}, "workflows[0]", "does not exist"),
     ({"max_queue": -1}, "max_queue", "positive"),
     ({"server": {"hots": "0.0.0.0"}}, "server.hots", "unknown field"),
+    ({"late_last": -1}, "late_last", "number >= 0"),
+    ({"late_last": True}, "late_last", "number >= 0"),
 ])
 def test_bad_config_names_the_field(data, where, what):
     with pytest.raises(ConfigError) as info:
         parse_config(data, source="cortex.yaml")
     message = str(info.value)
     assert message.startswith(f"cortex.yaml: {where}:") and what in message
+
+
+async def test_late_last_reaches_the_slack_pools_only(tmp_path):
+    from cortex.runtime.build import build_runtime
+
+    cfg = parse_config({"policy": "cortex", "late_last": 0,
+                        "engines": [{"backend": "null", "count": 2}]})
+    assert cfg.late_last == 0.0 and parse_config({}).late_last is None
+    runtime = await build_runtime(cfg)
+    try:
+        factors = {name: pool.late_factor for name, pool in runtime.controller.pools.items()}
+    finally:
+        await runtime.close()
+    assert factors["generate"] == 0.0 and factors["fix"] == 0.0
+    assert factors["tools"] is None  # an FCFS executor pool keeps its order
 
 
 async def test_missing_model_file_names_the_engine_entry(tmp_path):
