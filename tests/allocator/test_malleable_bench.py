@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import random
+import re
+
+import pytest
 
 from cortex.allocator import (
     ALLOCATION_POLICIES,
@@ -17,7 +20,7 @@ from cortex.bench.sim_bench import SimBenchConfig, run_policy, run_sim_bench
 from cortex.cli import main
 from cortex.core import RunStatus
 from cortex.engine.sim import SimEngineConfig
-from cortex.workload.nl2sql_sim import NL2SQLWorkloadConfig, shifting
+from cortex.workload.nl2sql_sim import NL2SQLWorkloadConfig, parse_fail_schedule, shifting
 
 SMALL_ENGINE = SimEngineConfig(kv_capacity_tokens=16000, max_num_seqs=8)
 VIOLATIONS: list[str] = []
@@ -138,3 +141,17 @@ def test_shifting_workload_moves_the_fail_rate():
     thirds = [sum(fixes[i * 200:(i + 1) * 200]) for i in range(3)]
     assert thirds[1] > 3 * max(thirds[0], thirds[2])
     assert RunStatus.SUCCEEDED in {r.status for r in runs}
+
+
+def test_fail_schedule_parses_any_shape_and_names_a_bad_entry(capsys):
+    assert parse_fail_schedule("0:0.1, 0.25:0.7,0.75:0.1") == [(0.0, 0.1), (0.25, 0.7),
+                                                               (0.75, 0.1)]
+    wl = NL2SQLWorkloadConfig(fail_schedule=parse_fail_schedule("0:0.1,0.25:0.7,0.75:0.1"))
+    assert abs(wl.mean_p_first_fail() - 0.4) < 1e-9  # the static split's rate
+    for bad, why in (("0:0.1,0.5", "'0.5': expected FRACTION:RATE"),
+                     ("0:1.5", "both in [0, 1]"), ("0.5:0.1,0.2:0.7", "must increase")):
+        with pytest.raises(ValueError, match=re.escape(why)):
+            parse_fail_schedule(bad)
+    with pytest.raises(SystemExit):
+        main(["bench", "--engine", "sim", "--fail-schedule", "0:x"])
+    assert "--fail-schedule: '0:x'" in capsys.readouterr().err
