@@ -19,6 +19,21 @@ def _names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _option(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    value: object = raw.strip()
+    if raw.strip().lower() in ("true", "false"):
+        value = raw.strip().lower() == "true"
+    else:
+        try:
+            value = float(raw) if any(c in raw for c in ".eE") else int(raw)
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
 def _fail_schedule(text: str) -> list[tuple[float, float]]:
     from cortex.workload.nl2sql_sim import parse_fail_schedule
     try:
@@ -66,6 +81,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    "that can still meet its SLO (default: strict least-slack order)")
     p.add_argument("--allocator", default="slo-pressure", choices=ALLOCATION_POLICIES.names(),
                    help="cortex-malleable: allocation policy")
+    p.add_argument("--alloc-option", type=_option, action="append", default=[],
+                   metavar="KEY=VALUE", help="cortex-malleable: an option of the allocation "
+                   "policy (slo-pressure: PressureConfig fields), repeatable")
     p.add_argument("--alloc-interval", type=float, default=1.0,
                    help="cortex-malleable: seconds between allocator steps")
     p.add_argument("--max-engines", type=int,

@@ -20,7 +20,7 @@ from typing import Any
 
 from cortex.allocator.policy import ALLOCATION_POLICIES, BaseAllocationPolicy
 from cortex.allocator.scaling import BaseEngineProvider
-from cortex.allocator.signals import LoadMonitor, kv_usage
+from cortex.allocator.signals import LoadMonitor, kv_usage, num_waiting
 from cortex.allocator.state import AllocatorConfig, Assignment, ColdStats
 from cortex.allocator.timeline import Timeline
 from cortex.allocator.types import (
@@ -132,7 +132,8 @@ class Allocator:
             if a is not None:
                 engines.append(EngineLoad(engine_id, a.home, pool.in_flight(engine_id), a.since,
                                           a.pending is not None, kv_usage(a.view),
-                                          a.can_retire))
+                                          a.can_retire, a.view.max_concurrency,
+                                          num_waiting(a.view)))
         return self.monitor.snapshot(pool, self.models[name], tuple(engines), lent_out, now,
                                      close)
 

@@ -64,6 +64,8 @@ class PressureConfig:
     return_queue_depth: int = 1     # a lender with this many queued calls takes engines back
     scale_in_idle_s: float = 30.0   # idle this long: retire a provider-started engine
     scale_cooldown_s: float = 15.0  # at most one scale decision per this many seconds
+    saturation_moves: bool = False  # a saturated pool (queue, every slot busy) takes an
+    spare_occupancy: float = 0.6    # engine from one whose slots stay at most this busy
 
     def __post_init__(self) -> None:
         if self.hysteresis < 0 or self.min_dwell_s < 0 or self.confirm_steps < 1:
@@ -139,17 +141,29 @@ class PressurePolicy(BaseAllocationPolicy):
     def _rebalance(self, ctx: AllocationContext, state: PressureState
                    ) -> tuple[list[Decision], PressureState]:
         best = self._best_pair(ctx, state)
-        if best is None:
+        saturated = None
+        if best is None and self.config.saturation_moves:
+            saturated = self._saturation_move(ctx, state)
+            best = saturated and saturated[:2]
+        if not best:
             return [], replace(state, pair=None, streak=0)
         donor, receiver = best
         pair = (donor.name, receiver.name)
         streak = state.streak + 1 if state.pair == pair else 1
-        if streak < self.config.confirm_steps and not self._is_urgent(receiver, donor):
+        urgent = saturated is None and self._is_urgent(receiver, donor)
+        if streak < self.config.confirm_steps and not urgent:
             return [], replace(state, pair=pair, streak=streak)
-        moves = [Decision(DecisionKind.MOVE, e.engine_id, donor.name, receiver.name,
-                          f"{receiver.name} {r:.3f} s/s per engine > (1+"
-                          f"{self.config.hysteresis:g}) x {donor.name} {d:.3f} after the move")
-                 for e, r, d in self._engines_to_move(ctx, donor, receiver)]
+        if saturated is not None:
+            engine, after = saturated[2], saturated[3]
+            moves = [Decision(DecisionKind.MOVE, engine.engine_id, donor.name, receiver.name,
+                              f"{receiver.name} saturated ({receiver.queue_depth} queued, every "
+                              f"slot busy); {donor.name} {after:.0%} busy after the move")]
+        else:
+            moves = [Decision(DecisionKind.MOVE, e.engine_id, donor.name, receiver.name,
+                              f"{receiver.name} {r:.3f} s/s per engine > (1+"
+                              f"{self.config.hysteresis:g}) x {donor.name} {d:.3f} after "
+                              f"the move")
+                     for e, r, d in self._engines_to_move(ctx, donor, receiver)]
         received = dict(state.received_at) | {receiver.name: ctx.now}
         return moves, replace(state, pair=None, streak=0,
                               received_at=tuple(sorted(received.items())))
@@ -163,7 +177,8 @@ class PressurePolicy(BaseAllocationPolicy):
                      or p.queue_depth > 0 or is_slo_threatened(p)]
         for receiver in sorted(receivers, key=lambda p: (-self.pressure(p), p.name)):
             donors = sorted((d for d in pools if compatible(d, receiver) and d.num_active >= 2
-                             and not self._is_idle(d)),  # an idle pool lends instead
+                             and not self._is_idle(d)  # an idle pool lends instead
+                             and not (cfg.saturation_moves and d.is_saturated)),
                             key=lambda d: (self.pressure(d, d.num_active - 1), d.name))
             for donor in donors:
                 if not self._beats(receiver, receiver.num_active, donor, donor.num_active - 1):
@@ -173,6 +188,37 @@ class PressurePolicy(BaseAllocationPolicy):
                     continue  # a pool just fed gives back only in an emergency
                 if movable_engines(donor, ctx.now, cfg.min_dwell_s):
                     return donor, receiver
+        return None
+
+    def _saturation_move(self, ctx: AllocationContext, state: PressureState
+                         ) -> tuple[PoolLoad, PoolLoad, EngineLoad, float] | None:
+        """(donor, receiver, engine, donor's busy share after) when a pool is saturated
+        (calls queue, every slot busy) and a compatible pool with no queue, no engine
+        short of memory (``EngineLoad.waiting``) stays at most ``spare_occupancy`` busy
+        without one of its engines. Catches what expected-work
+        pressure misses: a backlog of calls too late to count as demand still has to be
+        served, and ahead of new calls under strict slack order."""
+        cfg, received = self.config, dict(state.received_at)
+        pools = [p for p in ctx.pools if not has_drain(p)]
+        for receiver in sorted((p for p in pools if p.is_saturated),
+                               key=lambda p: (-p.queue_depth, p.name)):
+            options = []
+            for donor in pools:
+                if (not compatible(donor, receiver) or donor.num_active < 2
+                        or donor.queue_depth > 0 or any(e.waiting for e in donor.active)
+                        or ctx.now - received.get(donor.name, float("-inf")) < cfg.min_dwell_s):
+                    continue
+                movable = movable_engines(donor, ctx.now, cfg.min_dwell_s)
+                if not movable:
+                    continue
+                left = donor.slots - movable[0].slots
+                busy = sum(e.in_flight for e in donor.active)
+                after = busy / left if left > 0 else float("inf")
+                if after <= cfg.spare_occupancy:
+                    options.append((after, donor.name, donor, movable[0]))
+            if options:
+                after, _, donor, engine = min(options)
+                return donor, receiver, engine, after
         return None
 
     def _is_urgent(self, receiver: PoolLoad, donor: PoolLoad) -> bool:

@@ -28,6 +28,8 @@ class EngineLoad(NamedTuple):
     is_draining: bool
     kv_usage: float | None     # fraction of KV memory in use, when the backend can tell
     can_retire: bool = False   # started by a provider: scale-in may stop it
+    slots: int = 1             # calls it runs at once (the view's ``max_concurrency``)
+    waiting: int = 0           # calls it holds but cannot run yet (KV memory full)
 
 
 class PoolLoad(NamedTuple):
@@ -59,6 +61,18 @@ class PoolLoad(NamedTuple):
     @property
     def num_active(self) -> int:
         return sum(1 for e in self.engines if not e.is_draining)
+
+    @property
+    def slots(self) -> int:
+        """Calls the active engines run at once."""
+        return sum(e.slots for e in self.active)
+
+    @property
+    def is_saturated(self) -> bool:
+        """Calls queue and every slot of its active engines is busy."""
+        active = self.active
+        return self.queue_depth > 0 and sum(e.in_flight for e in active) >= sum(
+            e.slots for e in active) > 0
 
     def demand(self, drain_s: float) -> float:
         """Engine-seconds per second the pool needs: offered load plus its backlog

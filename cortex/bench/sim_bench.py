@@ -134,7 +134,8 @@ def run_sim_bench(cfg: SimBenchConfig) -> dict[str, Any]:
         "policies": cfg.policies, "rates": cfg.rates, "requests": cfg.num_requests,
         "seed": cfg.seed, "slo_s": cfg.slo_s or default_slo_s(cfg),
         "max_queue": cfg.max_queue, "load_bound": cfg.load_bound,
-        "retry_budget": cfg.retry_budget, "engine_config": cfg.engine.to_dict(),
+        "retry_budget": cfg.retry_budget, "late_factor": cfg.late_factor,
+        "engine_config": cfg.engine.to_dict(),
         "workload_config": cfg.workload.to_dict(),
     }
     report: dict[str, Any] = {"config": config, "results": results}

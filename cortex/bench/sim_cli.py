@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cortex.allocator import AllocatorConfig, is_malleable
+from cortex.allocator import ALLOCATION_POLICIES, AllocatorConfig, is_malleable
 from cortex.allocator.timeline import plot_timeline
 from cortex.bench.sim_bench import SimBenchConfig, run_sim_bench
 from cortex.engine.sim import SimEngineConfig
@@ -35,9 +35,7 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
                          seed=args.seed, num_engines=args.engines, engine=engine,
                          workload=workload, slo_s=args.slo, max_queue=args.max_queue,
                          load_bound=args.load_bound,
-                         allocator=AllocatorConfig(getattr(args, "allocator", "slo-pressure"),
-                                                   interval_s=getattr(args, "alloc_interval",
-                                                                      1.0)),
+                         allocator=allocator_config(args),
                          max_engines=getattr(args, "max_engines", None),
                          timeline=timeline is not None, knobs=getattr(args, "knobs", False),
                          late_factor=getattr(args, "late_last", None))
@@ -47,6 +45,24 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if path is not None:
             print(f"wrote {path}")
     return report
+
+
+def allocator_config(args: argparse.Namespace) -> AllocatorConfig:
+    """``--allocator``, ``--alloc-interval`` and ``--alloc-option`` as a config.
+
+    Raises:
+        ValueError: an option the policy does not have, or a bad value.
+    """
+    policy = getattr(args, "allocator", "slo-pressure")
+    options = dict(getattr(args, "alloc_option", None) or [])
+    known = ALLOCATION_POLICIES.get(policy).OPTIONS
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"--alloc-option {unknown[0]}: not an option of allocation policy "
+                         f"{policy} (its options: {', '.join(known) or 'none'})")
+    ALLOCATION_POLICIES.get(policy)(**options)  # bad values raise ValueError here
+    return AllocatorConfig(policy, interval_s=getattr(args, "alloc_interval", 1.0),
+                           policy_options=options)
 
 
 def write_timeline(report: dict[str, Any], cfg: SimBenchConfig, path: Path) -> Path | None:

@@ -130,3 +130,50 @@ def test_no_oscillation_on_steady_input(noise):
 
 def test_balanced_steady_input_never_moves():
     assert _fluid(PressurePolicy(), {"gen": 40.0, "fix": 40.0}, steps=200, noise=0.05) == []
+
+
+def _slotted(name: str, n: int, in_flight: int, slots: int = 16):
+    return tuple(e._replace(in_flight=in_flight, slots=slots) for e in engines(name, n))
+
+
+def test_a_saturated_pool_takes_an_engine_from_one_with_spare_slots():
+    # Balanced by expected work (no pressure move), but fix's queue is made of calls too
+    # late to count as demand: every fix slot is busy, gen's are a third busy.
+    policy = PressurePolicy(warmup_s=0, confirm_steps=2, saturation_moves=True,
+                            spare_occupancy=0.6)
+    gen = load("gen", 7, work=35.0, engine_list=_slotted("gen", 7, 6))
+    fix = load("fix", 9, work=45.0, queue=120, engine_list=_slotted("fix", 9, 16))
+    assert fix.is_saturated and not gen.is_saturated
+    c = ctx(30.0, gen, fix)
+    off = PressurePolicy(warmup_s=0, confirm_steps=1)
+    assert off.decide(c, off.initial_state())[0] == []            # without the option: none
+    decisions, state = policy.decide(c, policy.initial_state())
+    assert decisions == [] and state.streak == 1                  # confirmed like any move
+    (d,), state = policy.decide(c._replace(now=31.0), state)
+    assert (d.kind, d.source, d.target) == (DecisionKind.MOVE, "gen", "fix")
+    assert "saturated" in d.reason and dict(state.received_at) == {"fix": 31.0}
+
+
+@pytest.mark.parametrize("gen_in_flight, gen_queue", [(10, 0), (6, 3)])
+def test_no_saturation_move_from_a_busy_or_queueing_donor(gen_in_flight, gen_queue):
+    # 7 x 10 in flight over 6 x 16 slots = 73% > 60% after the move; or gen queues itself
+    policy = PressurePolicy(warmup_s=0, confirm_steps=1, saturation_moves=True)
+    gen = load("gen", 7, work=35.0, queue=gen_queue,
+               engine_list=_slotted("gen", 7, gen_in_flight))
+    fix = load("fix", 9, work=45.0, queue=120, engine_list=_slotted("fix", 9, 16))
+    assert policy.decide(ctx(30.0, gen, fix), policy.initial_state())[0] == []
+
+
+def test_pressure_never_takes_from_a_saturated_pool_when_saturation_moves_are_on():
+    # gen's expected work says it is the more pressed, but fix is saturated with a queue
+    # while gen's slots are a third busy: with saturation moves the pressure rule leaves
+    # fix alone and the measured saturation wins (so the two rules never undo each other).
+    gen = load("gen", 6, work=60.0, engine_list=_slotted("gen", 6, 6))
+    fix = load("fix", 10, work=20.0, queue=50, engine_list=_slotted("fix", 10, 16))
+    c = ctx(30.0, gen, fix)
+    plain = PressurePolicy(warmup_s=0, confirm_steps=1)
+    off = plain.decide(c, plain.initial_state())[0]
+    assert off and all((d.source, d.target) == ("fix", "gen") for d in off)
+    policy = PressurePolicy(warmup_s=0, confirm_steps=1, saturation_moves=True)
+    (d,), _ = policy.decide(c, policy.initial_state())
+    assert (d.source, d.target) == ("gen", "fix") and "saturated" in d.reason

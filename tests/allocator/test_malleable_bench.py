@@ -155,3 +155,19 @@ def test_fail_schedule_parses_any_shape_and_names_a_bad_entry(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--engine", "sim", "--fail-schedule", "0:x"])
     assert "--fail-schedule: '0:x'" in capsys.readouterr().err
+
+
+def test_alloc_option_and_late_last_reach_the_report(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code = main(["bench", "--engine", "sim", "--engines", "4", "--shift", "--max-seqs", "8",
+                 "--kv-tokens", "6000", "--requests", "120", "--rate", "8", "--policies",
+                 "cortex,cortex-malleable", "--alloc-option", "saturation_moves=true",
+                 "--alloc-option", "min_dwell_s=5", "--late-last", "0", "--out", str(out)])
+    assert code == 0
+    config = json.loads(out.read_text())["config"]
+    assert config["allocator"]["options"] == {"saturation_moves": True, "min_dwell_s": 5}
+    assert config["late_factor"] == 0.0
+    assert main(["bench", "--engine", "sim", "--alloc-option", "hysterisis=0.1"]) == 2
+    assert "--alloc-option hysterisis: not an option" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--engine", "sim", "--alloc-option", "novalue"])
