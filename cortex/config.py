@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from cortex.allocator import ALLOCATION_POLICIES, AllocatorConfig, is_malleable
+from cortex.allocator.policy import PolicyOptionError, build_policy
 from cortex.engine.base import BaseEngine
 from cortex.pool.placement import PLACEMENTS  # cortex-malleable is registered by the import above
 from cortex.registry import Registry
@@ -268,17 +269,11 @@ def _allocator(raw: Any, cfg: CortexConfig) -> AllocatorSection:
     if not isinstance(options, dict):
         raise ConfigError(source, "allocator.options", "must be a mapping of the policy's "
                           "options")
-    policy_cls = ALLOCATION_POLICIES.get(policy)
-    unknown = sorted(set(options) - set(policy_cls.OPTIONS))
-    if unknown:
-        known = ", ".join(policy_cls.OPTIONS) or "none"
-        raise ConfigError(source, f"allocator.options.{unknown[0]}",
-                          f"unknown option of allocation policy {policy} (its options: {known})")
     try:
-        policy_cls(**options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(source, "allocator.options",
-                          f"{exc} (allocation policy {policy})") from None
+        build_policy(policy, options)
+    except PolicyOptionError as exc:
+        path = "allocator.options" + (f".{exc.option}" if exc.option else "")
+        raise ConfigError(source, path, str(exc)) from None
     timing: dict[str, float] = {}
     for key, minimum, strict in (("interval_s", 0.0, True), ("load_alpha", 0.0, True),
                                  ("cost_window_s", 0.0, True), ("cold_window_s", 0.0, False)):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cortex.allocator.policy import ALLOCATION_POLICIES, BaseAllocationPolicy
+from cortex.allocator.policy import BaseAllocationPolicy, build_policy
 from cortex.allocator.scaling import BaseEngineProvider
 from cortex.allocator.signals import LoadMonitor, kv_usage, num_waiting
 from cortex.allocator.state import AllocatorConfig, Assignment, ColdStats
@@ -50,8 +50,7 @@ class Allocator:
                  provider: BaseEngineProvider | None = None,
                  policy: BaseAllocationPolicy | None = None) -> None:
         self.config = config or AllocatorConfig()
-        self.policy = policy or ALLOCATION_POLICIES.get(self.config.policy)(
-            **self.config.policy_options)
+        self.policy = policy or build_policy(self.config.policy, self.config.policy_options)
         self.provider = provider
         self.monitor = LoadMonitor(self.config.load_alpha, self.config.cost_window_s)
         self.timeline = Timeline()

@@ -19,9 +19,10 @@ from cortex.registry import Registry
 
 class BaseAllocationPolicy(abc.ABC):
     """Decides engine moves from pool loads. Subclasses take keyword options, named
-    in ``OPTIONS`` (configs are checked against it before the policy is built)."""
+    in ``OPTIONS`` (configs are checked against it before the policy is built; None:
+    not declared, the constructor alone decides)."""
 
-    OPTIONS: tuple[str, ...] = ()
+    OPTIONS: tuple[str, ...] | None = None
 
     @abc.abstractmethod
     def initial_state(self) -> Any:
@@ -47,6 +48,8 @@ class StaticPolicy(BaseAllocationPolicy):
     """Never moves anything: the placement's split stays (used to record timelines
     of static policies with the same monitor). No options."""
 
+    OPTIONS = ()
+
     def __init__(self) -> None:
         pass
 
@@ -55,6 +58,32 @@ class StaticPolicy(BaseAllocationPolicy):
 
     def decide(self, ctx: AllocationContext, state: None) -> tuple[list[Decision], None]:
         return [], state
+
+
+class PolicyOptionError(ValueError):
+    """A bad allocation-policy option; ``option`` names it when it is unknown."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+def build_policy(name: str, options: dict[str, Any]) -> BaseAllocationPolicy:
+    """The registered policy ``name`` with ``options``, checked against its ``OPTIONS``.
+
+    Raises:
+        PolicyOptionError: an option the policy does not have (``option`` names it) or a
+            value it refuses.
+    """
+    cls = ALLOCATION_POLICIES.get(name)
+    unknown = sorted(set(options) - set(cls.OPTIONS)) if cls.OPTIONS is not None else []
+    if unknown:
+        raise PolicyOptionError(f"unknown option of allocation policy {name} (its options: "
+                                f"{', '.join(cls.OPTIONS) or 'none'})", unknown[0])
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise PolicyOptionError(f"{exc} (allocation policy {name})") from None
 
 
 # ---- helpers shared by policies ----------------------------------------------

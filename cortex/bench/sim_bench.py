@@ -49,6 +49,8 @@ class SimBenchConfig:
             raise ValueError("need at least one policy and one rate")
         if any(r <= 0 for r in self.rates):
             raise ValueError("rates must be positive")
+        if self.late_factor is not None and self.late_factor < 0:
+            raise ValueError("--late-last must be >= 0")
         if self.num_requests < 1 or self.num_engines < 1:
             raise ValueError("--requests and --engines must be >= 1")
 

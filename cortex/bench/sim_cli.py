@@ -6,7 +6,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cortex.allocator import ALLOCATION_POLICIES, AllocatorConfig, is_malleable
+from cortex.allocator import AllocatorConfig, is_malleable
+from cortex.allocator.policy import PolicyOptionError, build_policy
 from cortex.allocator.timeline import plot_timeline
 from cortex.bench.sim_bench import SimBenchConfig, run_sim_bench
 from cortex.engine.sim import SimEngineConfig
@@ -55,12 +56,11 @@ def allocator_config(args: argparse.Namespace) -> AllocatorConfig:
     """
     policy = getattr(args, "allocator", "slo-pressure")
     options = dict(getattr(args, "alloc_option", None) or [])
-    known = ALLOCATION_POLICIES.get(policy).OPTIONS
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(f"--alloc-option {unknown[0]}: not an option of allocation policy "
-                         f"{policy} (its options: {', '.join(known) or 'none'})")
-    ALLOCATION_POLICIES.get(policy)(**options)  # bad values raise ValueError here
+    try:
+        build_policy(policy, options)
+    except PolicyOptionError as exc:
+        where = f"--alloc-option {exc.option}: " if exc.option else "--alloc-option: "
+        raise ValueError(where + str(exc)) from None
     return AllocatorConfig(policy, interval_s=getattr(args, "alloc_interval", 1.0),
                            policy_options=options)
 
