@@ -76,7 +76,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    "trace on, e.g. 0:0.1,0.25:0.7,0.75:0.1 (--shift is 0:0.1,0.333:0.7,0.667:0.1)")
     p.add_argument("--knobs", action="store_true", help="sim: runs with negative slack turn "
                    "the agent's knobs (shorter outputs, fewer fixes), every policy")
-    p.add_argument("--late-last", type=float, metavar="K", help="sim: slack-ordered pools "
+    p.add_argument("--late-last", type=float, metavar="K", help="slack-ordered pools "
                    "serve calls later than -K x their expected service after every call "
                    "that can still meet its SLO (default: strict least-slack order)")
     p.add_argument("--allocator", default="slo-pressure", choices=ALLOCATION_POLICIES.names(),

@@ -45,12 +45,16 @@ async def run_policy(policy: str, rate: float, trace: list[Arrival], args: argpa
                      ) -> tuple[dict[str, Any], list[Run], dict[str, Any] | None]:
     """One (policy, rate) point on fresh engines: the result row, the runs, and
     the allocator's summary (decisions, cold starts) for malleable policies."""
-    cfg = parse_config({
+    data: dict[str, Any] = {
         "policy": policy, "workflows": ["nl2sql"], "max_queue": args.max_queue,
-        "load_bound": args.load_bound,
+        "load_bound": args.load_bound, "late_last": getattr(args, "late_last", None),
         "engines": [{"backend": "llamacpp", "count": args.engines,
                      "cache_mb": args.cache_mb or 64.0}],
-    }, source="<cortex bench flags>")
+    }
+    options = dict(getattr(args, "alloc_option", None) or [])
+    if is_malleable(policy) and options:
+        data["allocator"] = {"options": options}
+    cfg = parse_config(data, source="<cortex bench flags>")
     oracle = OracleCache(block_size=1)
     runtime = await build_runtime(cfg, observe=lambda req: oracle.observe(req.prompt_tokens))
     slo = args.slo or 60.0
@@ -124,7 +128,9 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
     config = {"workload": "nl2sql", "engine": "llamacpp", "engines": args.engines,
               "policies": args.policies, "rates": args.rates, "requests": args.requests,
               "seed": args.seed, "slo_s": args.slo or 60.0, "cache_mb": args.cache_mb or 64.0,
-              "load_bound": args.load_bound, "max_queue": args.max_queue}
+              "load_bound": args.load_bound, "max_queue": args.max_queue,
+              "late_factor": getattr(args, "late_last", None),
+              "allocator_options": dict(getattr(args, "alloc_option", None) or [])}
     report = {"config": config, "results": results, "workload_profile": profile}
     if allocation:
         report["allocation"] = allocation
