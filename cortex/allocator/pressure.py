@@ -212,8 +212,7 @@ class PressurePolicy(BaseAllocationPolicy):
                 if not movable:
                     continue
                 left = donor.slots - movable[0].slots
-                busy = sum(e.in_flight for e in donor.active)
-                after = busy / left if left > 0 else float("inf")
+                after = donor.active_in_flight / left if left > 0 else float("inf")
                 if after <= cfg.spare_occupancy:
                     options.append((after, donor.name, donor, movable[0]))
             if options:

@@ -158,7 +158,7 @@ class LoadMonitor:
         overload a pool's queue fills with such calls, and counting them would move
         engines away from a pool whose calls can still finish in time (the
         generator's first attempts, which complete runs on their own)."""
-        return call.slack(now) >= -self.viable_slack_factor * call.expected_service_s
+        return call.can_meet_slo(now, self.viable_slack_factor)
 
     def _is_shift(self, fast: float, slow: float, span: float) -> bool:
         """A level shift: the averages differ by more than ``shift_ratio`` and by

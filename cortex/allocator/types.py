@@ -68,11 +68,14 @@ class PoolLoad(NamedTuple):
         return sum(e.slots for e in self.active)
 
     @property
+    def active_in_flight(self) -> int:
+        """Calls in flight on the active (not draining) engines."""
+        return sum(e.in_flight for e in self.active)
+
+    @property
     def is_saturated(self) -> bool:
         """Calls queue and every slot of its active engines is busy."""
-        active = self.active
-        return self.queue_depth > 0 and sum(e.in_flight for e in active) >= sum(
-            e.slots for e in active) > 0
+        return self.queue_depth > 0 and self.active_in_flight >= self.slots > 0
 
     def demand(self, drain_s: float) -> float:
         """Engine-seconds per second the pool needs: offered load plus its backlog

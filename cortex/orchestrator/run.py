@@ -35,6 +35,12 @@ class StageCall:
     def slack(self, now: float) -> float:
         return self.slack_key - now
 
+    def can_meet_slo(self, now: float, late_factor: float) -> bool:
+        """Slack at least ``-late_factor`` x the call's own expected service; later than
+        that its run misses the SLO. Pools serving late calls last and the allocator's
+        backlog signal share this test."""
+        return self.slack(now) >= -late_factor * self.expected_service_s
+
 
 @dataclass(slots=True)
 class FanoutState:

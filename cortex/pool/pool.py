@@ -183,11 +183,10 @@ class StagePool:
     def _split_late(self, now: float) -> list[list[tuple[SortKey, StageCall]]]:
         """The queue as [calls that can still meet their SLO, late calls], each in
         scheduler order."""
+        factor = self.late_factor or 0.0
         viable, late = [], []
         for item in self._queue:
-            call = item[1]
-            ok = call.slack(now) >= -self.late_factor * call.expected_service_s
-            (viable if ok else late).append(item)
+            (viable if item[1].can_meet_slo(now, factor) else late).append(item)
         return [viable, late]
 
     def _candidates(self, live: dict[str, _EngineSlot], free: dict[str, int],
