@@ -20,7 +20,7 @@ from typing import Any
 
 from cortex.allocator.policy import BaseAllocationPolicy, build_policy
 from cortex.allocator.scaling import BaseEngineProvider
-from cortex.allocator.signals import LoadMonitor, kv_usage, num_waiting
+from cortex.allocator.signals import LoadMonitor, kv_live, kv_usage, num_waiting
 from cortex.allocator.state import AllocatorConfig, Assignment, ColdStats
 from cortex.allocator.timeline import Timeline
 from cortex.allocator.types import (
@@ -132,7 +132,7 @@ class Allocator:
                 engines.append(EngineLoad(engine_id, a.home, pool.in_flight(engine_id), a.since,
                                           a.pending is not None, kv_usage(a.view),
                                           a.can_retire, a.view.max_concurrency,
-                                          num_waiting(a.view)))
+                                          num_waiting(a.view), kv_live(a.view)))
         return self.monitor.snapshot(pool, self.models[name], tuple(engines), lent_out, now,
                                      close)
 

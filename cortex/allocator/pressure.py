@@ -195,7 +195,8 @@ class PressurePolicy(BaseAllocationPolicy):
         """(donor, receiver, engine, donor's busy share after) when a pool is saturated
         (calls queue, every slot busy) and a compatible pool with no queue, no engine
         short of memory (``EngineLoad.waiting``) stays at most ``spare_occupancy`` busy
-        without one of its engines. Catches what expected-work
+        without one of its engines, by slots and by KV memory held
+        (``PoolLoad.busy_after_giving``). Catches what expected-work
         pressure misses: a backlog of calls too late to count as demand still has to be
         served, and ahead of new calls under strict slack order."""
         cfg, received = self.config, dict(state.received_at)
@@ -211,8 +212,7 @@ class PressurePolicy(BaseAllocationPolicy):
                 movable = movable_engines(donor, ctx.now, cfg.min_dwell_s)
                 if not movable:
                     continue
-                left = donor.slots - movable[0].slots
-                after = donor.active_in_flight / left if left > 0 else float("inf")
+                after = donor.busy_after_giving(movable[0])
                 if after <= cfg.spare_occupancy:
                     options.append((after, donor.name, donor, movable[0]))
             if options:

@@ -62,6 +62,20 @@ def kv_usage(view: object) -> float | None:
     return (info.in_use + info.evictable) / info.total if info.total else None
 
 
+def kv_live(view: object) -> float | None:
+    """Fraction of an engine's KV memory held by running calls (reserved for their
+    prompt and output; cached blocks nobody uses are not counted), when the backend
+    can tell: ``view.kv_live()`` or a simulated engine's block cache."""
+    fn = getattr(view, "kv_live", None)
+    if callable(fn):
+        return fn()
+    size_info = getattr(getattr(view, "cache", None), "size_info", None)
+    if not callable(size_info):
+        return None
+    info = size_info()
+    return info.in_use / info.total if info.total else None
+
+
 def num_waiting(view: object) -> int:
     """Calls an engine holds but cannot run yet (a simulated engine whose KV memory is
     full); 0 when the backend does not say."""

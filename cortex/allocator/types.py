@@ -30,6 +30,7 @@ class EngineLoad(NamedTuple):
     can_retire: bool = False   # started by a provider: scale-in may stop it
     slots: int = 1             # calls it runs at once (the view's ``max_concurrency``)
     waiting: int = 0           # calls it holds but cannot run yet (KV memory full)
+    kv_live: float | None = None  # fraction of KV memory held by running calls, when known
 
 
 class PoolLoad(NamedTuple):
@@ -71,6 +72,22 @@ class PoolLoad(NamedTuple):
     def active_in_flight(self) -> int:
         """Calls in flight on the active (not draining) engines."""
         return sum(e.in_flight for e in self.active)
+
+    def busy_after_giving(self, engine: EngineLoad) -> float:
+        """How busy the pool's other active engines would be without ``engine``: the
+        larger of the share of their slots its in-flight calls take and (where every
+        engine reports it) the share of their KV memory its running calls hold. Slots
+        alone mislead where memory binds first: an engine whose KV holds three
+        sequences is full with three of its sixteen slots busy."""
+        left = self.slots - engine.slots
+        if left <= 0:
+            return float("inf")
+        busy = self.active_in_flight / left
+        live = [e.kv_live for e in self.active]
+        if live and all(x is not None for x in live):
+            rest = self.num_active - 1
+            busy = max(busy, sum(live) / rest)  # type: ignore[arg-type]
+        return busy
 
     @property
     def is_saturated(self) -> bool:

@@ -177,3 +177,27 @@ def test_pressure_never_takes_from_a_saturated_pool_when_saturation_moves_are_on
     policy = PressurePolicy(warmup_s=0, confirm_steps=1, saturation_moves=True)
     (d,), _ = policy.decide(c, policy.initial_state())
     assert (d.source, d.target) == ("gen", "fix") and "saturated" in d.reason
+
+
+def test_no_saturation_move_from_a_donor_whose_kv_memory_binds_first():
+    # gen's slots are a third busy, but its running calls hold 70% of its KV memory:
+    # six engines would each need 7 x 0.7 / 6 = 82% -- more than spare_occupancy.
+    fix = load("fix", 9, work=45.0, queue=120, engine_list=_slotted("fix", 9, 16))
+    policy = PressurePolicy(warmup_s=0, confirm_steps=1, saturation_moves=True,
+                            spare_occupancy=0.6)
+
+    def gen_with(live):
+        es = tuple(e._replace(kv_live=live) for e in _slotted("gen", 7, 5))
+        return load("gen", 7, work=35.0, engine_list=es)
+
+    full = gen_with(0.7)
+    assert full.busy_after_giving(full.engines[0]) == pytest.approx(7 * 0.7 / 6)
+    assert policy.decide(ctx(30.0, full, fix), policy.initial_state())[0] == []
+    light = gen_with(0.3)                       # 35% of memory after, 36% of slots
+    assert light.busy_after_giving(light.engines[0]) == pytest.approx(35 / 96)
+    (d,), _ = policy.decide(ctx(30.0, light, fix), policy.initial_state())
+    assert (d.source, d.target) == ("gen", "fix")
+    unknown = load("gen", 7, work=35.0, engine_list=tuple(                # one engine
+        e._replace(kv_live=None if e.engine_id == "gen0" else 0.9)         # cannot tell:
+        for e in _slotted("gen", 7, 5)))                                  # slots decide
+    assert unknown.busy_after_giving(unknown.engines[0]) == pytest.approx(35 / 96)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from cortex.allocator.signals import kv_live, kv_usage
 from cortex.core import EngineRequest, SamplingParams
 from cortex.engine.sim import SimEngine, SimEngineConfig, SimFinished
 
@@ -281,3 +282,12 @@ def test_config_validation_and_profiles(tmp_path: Path) -> None:
             SimEngineConfig.from_profile(path)
     with pytest.raises(ValueError, match="cannot read"):
         SimEngineConfig.from_profile(tmp_path / "missing.json")
+
+
+def test_allocator_signals_read_live_and_cached_kv_of_a_sim_engine() -> None:
+    engine = make_engine()
+    assert (kv_live(engine), kv_usage(engine)) == (0.0, 0.0)
+    engine.submit(req("a", 800, 3, max_tokens=800, family=1), 0.0)   # all 100 blocks
+    assert kv_live(engine) == 1.0 and kv_usage(engine) == 1.0
+    drain(engine)
+    assert kv_live(engine) == 0.0 and kv_usage(engine) > 0.0      # cached, not held
