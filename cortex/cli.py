@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _floats(text: str) -> list[float]:
@@ -13,6 +14,16 @@ def _floats(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct integers, got {text!r}")
+    return values
 
 
 def _names(text: str) -> list[str]:
@@ -57,7 +68,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     rate.add_argument("--rate", type=float, help="arrival rate, runs/s (Poisson)")
     rate.add_argument("--rates", type=_floats, help="sweep: comma-separated rates")
     p.add_argument("--requests", type=int, default=500, help="runs per (policy, rate)")
-    p.add_argument("--seed", type=int, default=0)
+    seed = p.add_mutually_exclusive_group()
+    seed.add_argument("--seed", type=int, default=0)
+    seed.add_argument("--seeds", type=_ints, help="comma-separated seeds: the whole "
+                      "comparison once per seed (trace); prints and writes the means and "
+                      "the last policy's goodput ratio to each other, per seed")
     p.add_argument("--slo", type=float, help="per-run SLO in seconds (default: 4x unloaded)")
     p.add_argument("--kv-tokens", type=int, help="sim: KV capacity per engine, tokens")
     p.add_argument("--cache-mb", type=float, help="llamacpp: prefix-cache budget per engine, MB")
@@ -102,13 +117,35 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from cortex.bench.sim_cli import bench_from_args
     else:
         from cortex.bench.real_bench import bench_from_args
-    report = bench_from_args(args)
-    print(render_table(report["results"]))
+    if args.seeds:
+        report = _bench_seeds(args, bench_from_args)
+    else:
+        report = bench_from_args(args)
+        print(render_table(report["results"]))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
         print(f"wrote {args.out}")
     return 0
+
+
+def _bench_seeds(args: argparse.Namespace, bench_from_args: Any) -> dict[str, Any]:
+    from cortex.bench.seeds import combine_seeds, render_seed_summary
+    from cortex.bench.table import render_table
+
+    if getattr(args, "timeline", None):
+        raise ValueError("--timeline draws one trace: use it with --seed, not --seeds")
+    reports = []
+    for seed in args.seeds:
+        args.seed = seed
+        reports.append(bench_from_args(args))
+        print(f"seed {seed}")
+        print(render_table(reports[-1]["results"]))
+    report = combine_seeds(args.seeds, reports)
+    print(f"mean over seeds {', '.join(map(str, args.seeds))}")
+    print(render_table(report["results"]))
+    print(render_seed_summary(report))
+    return report
 
 
 def build_parser() -> argparse.ArgumentParser:

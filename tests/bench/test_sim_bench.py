@@ -9,7 +9,8 @@ from cortex.engine.sim import SimEngineConfig
 
 
 def small(policies=("shared-fcfs", "shared-prefix", "cortex"), **kw) -> SimBenchConfig:
-    opts = dict(policies=list(policies), rates=[20.0], num_requests=150, num_engines=4, seed=3)
+    opts = {"policies": list(policies), "rates": [20.0], "num_requests": 150,
+            "num_engines": 4, "seed": 3}
     opts.update(kw)
     return SimBenchConfig(**opts)
 
@@ -66,3 +67,45 @@ def test_cli_smoke_writes_json(tmp_path, capsys):
 def test_cli_rejects_bad_policy(capsys):
     assert main(["bench", "--engine", "sim", "--policies", "nope", "--requests", "5"]) == 2
     assert "unknown placement policy 'nope'" in capsys.readouterr().err
+
+
+def test_cli_seeds_runs_each_trace_and_reports_means_and_ratios(tmp_path, capsys):
+    out = tmp_path / "seeds.json"
+    argv = ["bench", "--engine", "sim", "--engines", "4", "--policies", "shared-fcfs,cortex",
+            "--rate", "20", "--requests", "120"]
+    assert main(argv + ["--seeds", "3,4", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["seeds"] == [3, 4] and "seed" not in data["config"]
+    singles = []
+    for seed in (3, 4):
+        assert main(argv + ["--seed", str(seed), "--out", str(tmp_path / f"{seed}.json")]) == 0
+        singles.append(json.loads((tmp_path / f"{seed}.json").read_text())["results"])
+    per_seed = [[{k: v for k, v in r.items() if k != "wall_s"} for r in rep["results"]]
+                for rep in data["per_seed"]]
+    assert per_seed == [[{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+                        for rows in singles]                    # each seed as run alone
+    for i, row in enumerate(data["results"]):
+        assert tuple(row) == RESULT_KEYS
+        assert row["goodput_rps"] == (singles[0][i]["goodput_rps"]
+                                      + singles[1][i]["goodput_rps"]) / 2
+    (block,) = data["seed_summary"]
+    fcfs, cortex = block["goodput"]["shared-fcfs"], block["goodput"]["cortex"]
+    ratio = block["ratios"]["shared-fcfs"]                      # cortex (last) / the others
+    assert list(block["ratios"]) == ["shared-fcfs"]
+    assert ratio["per_seed"] == [c / f for c, f in zip(cortex, fcfs)]
+    assert ratio["min"] == min(ratio["per_seed"])
+    assert "cortex / shared-fcfs:" in capsys.readouterr().out
+
+
+def test_cli_seeds_rejects_bad_lists_and_a_timeline(tmp_path, capsys):
+    base = ["bench", "--engine", "sim", "--policies", "cortex", "--requests", "5"]
+    for bad in ("1,x", "2,2", ""):
+        try:
+            main(base + ["--seeds", bad])
+        except SystemExit as exc:                               # argparse: exit 2
+            assert exc.code == 2
+        else:
+            raise AssertionError(f"--seeds {bad!r} accepted")
+    assert "distinct integers" in capsys.readouterr().err
+    assert main(base + ["--seeds", "1,2", "--timeline", str(tmp_path / "t.png")]) == 2
+    assert "--timeline draws one trace" in capsys.readouterr().err
