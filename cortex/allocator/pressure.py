@@ -13,7 +13,8 @@ Demand of a pool = offered work per second (smoothed) + its backlog drained over
    *d*'s last, neither pool mid-move, and the same (d, r) pair winning
    ``confirm_steps`` steps in a row. A pool fed within ``min_dwell_s`` gives
    engines away, and a pair skips confirmation, only when *r* is ``urgent_ratio``
-   times as pressed as *d* would be. Under a steady load the reverse move is
+   times as pressed as *d* would be (a pool just fed gives back only when that
+   lasts ``confirm_steps`` steps). Under a steady load the reverse move is
    impossible (proof in docs/allocator.md).
 3. **Lend** an idle engine of an idle pool (low pressure, KV not full) to a
    compatible pool with queued work, when no move was made.
@@ -150,7 +151,11 @@ class PressurePolicy(BaseAllocationPolicy):
         donor, receiver = best
         pair = (donor.name, receiver.name)
         streak = state.streak + 1 if state.pair == pair else 1
-        urgent = saturated is None and self._is_urgent(receiver, donor)
+        # urgency skips confirmation, except for a pool just fed giving back: one step's
+        # spike (a burst of queued calls) must not undo a move made a second ago
+        fed_recently = ctx.now - dict(state.received_at).get(donor.name, float("-inf")) \
+            < self.config.min_dwell_s
+        urgent = saturated is None and not fed_recently and self._is_urgent(receiver, donor)
         if streak < self.config.confirm_steps and not urgent:
             return [], replace(state, pair=pair, streak=streak)
         if saturated is not None:

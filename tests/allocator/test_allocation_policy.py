@@ -90,6 +90,22 @@ def test_a_pool_just_fed_gives_back_only_in_an_emergency():
     assert policy.decide(emergency, state)[0]
 
 
+def test_a_pool_just_fed_gives_back_only_after_a_confirmed_emergency():
+    # urgency skips confirmation, but not when it would undo a move made a step ago:
+    # a one-step spike (a burst of queued calls) must not bounce engines back and forth
+    policy = PressurePolicy(warmup_s=0, confirm_steps=2, min_dwell_s=15.0)
+    c = ctx(10.0, load("gen", 4, work=4.0), load("fix", 4, work=40.0))
+    moves, state = policy.decide(c, policy.initial_state())
+    assert moves and all(d.target == "fix" for d in moves)          # urgent: at once
+    spike = ctx(11.0, load("gen", 2, work=40.0), load("fix", 7, work=20.0))
+    decisions, state = policy.decide(spike, state)
+    assert decisions == [] and state.streak == 1
+    calm = ctx(12.0, load("gen", 2, work=4.0), load("fix", 7, work=20.0))
+    assert policy.decide(calm, state)[0] == []                     # it passed: nothing
+    moves, _ = policy.decide(spike._replace(now=12.0), state)     # it lasted: back
+    assert moves and all((d.source, d.target) == ("fix", "gen") for d in moves)
+
+
 def test_models_must_match():
     policy = PressurePolicy(warmup_s=0, confirm_steps=1)
     c = ctx(0.0, load("gen", 6, work=1.0, model="a"), load("fix", 1, work=30.0, model="b"))
