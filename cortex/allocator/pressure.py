@@ -153,9 +153,8 @@ class PressurePolicy(BaseAllocationPolicy):
         streak = state.streak + 1 if state.pair == pair else 1
         # urgency skips confirmation, except for a pool just fed giving back: one step's
         # spike (a burst of queued calls) must not undo a move made a second ago
-        fed_recently = ctx.now - dict(state.received_at).get(donor.name, float("-inf")) \
-            < self.config.min_dwell_s
-        urgent = saturated is None and not fed_recently and self._is_urgent(receiver, donor)
+        urgent = (saturated is None and not self._fed_recently(state, donor.name, ctx.now)
+                  and self._is_urgent(receiver, donor))
         if streak < self.config.confirm_steps and not urgent:
             return [], replace(state, pair=pair, streak=streak)
         if saturated is not None:
@@ -176,7 +175,7 @@ class PressurePolicy(BaseAllocationPolicy):
     def _best_pair(self, ctx: AllocationContext, state: PressureState
                    ) -> tuple[PoolLoad, PoolLoad] | None:
         """The most pressed receiver and the donor with the most spare the rule allows."""
-        cfg, received = self.config, dict(state.received_at)
+        cfg = self.config
         pools = [p for p in ctx.pools if not has_drain(p)]
         receivers = [p for p in pools if self.pressure(p) >= cfg.min_pressure
                      or p.queue_depth > 0 or is_slo_threatened(p)]
@@ -188,8 +187,8 @@ class PressurePolicy(BaseAllocationPolicy):
             for donor in donors:
                 if not self._beats(receiver, receiver.num_active, donor, donor.num_active - 1):
                     break  # donors are sorted: no later one qualifies either
-                fed_recently = ctx.now - received.get(donor.name, float("-inf")) < cfg.min_dwell_s
-                if fed_recently and not self._is_urgent(receiver, donor):
+                if (self._fed_recently(state, donor.name, ctx.now)
+                        and not self._is_urgent(receiver, donor)):
                     continue  # a pool just fed gives back only in an emergency
                 if movable_engines(donor, ctx.now, cfg.min_dwell_s):
                     return donor, receiver
@@ -204,7 +203,7 @@ class PressurePolicy(BaseAllocationPolicy):
         (``PoolLoad.busy_after_giving``). Catches what expected-work
         pressure misses: a backlog of calls too late to count as demand still has to be
         served, and ahead of new calls under strict slack order."""
-        cfg, received = self.config, dict(state.received_at)
+        cfg = self.config
         pools = [p for p in ctx.pools if not has_drain(p)]
         for receiver in sorted((p for p in pools if p.is_saturated),
                                key=lambda p: (-p.queue_depth, p.name)):
@@ -212,7 +211,7 @@ class PressurePolicy(BaseAllocationPolicy):
             for donor in pools:
                 if (not compatible(donor, receiver) or donor.num_active < 2
                         or donor.queue_depth > 0 or any(e.waiting for e in donor.active)
-                        or ctx.now - received.get(donor.name, float("-inf")) < cfg.min_dwell_s):
+                        or self._fed_recently(state, donor.name, ctx.now)):
                     continue
                 movable = movable_engines(donor, ctx.now, cfg.min_dwell_s)
                 if not movable:
@@ -224,6 +223,10 @@ class PressurePolicy(BaseAllocationPolicy):
                 after, _, donor, engine = min(options)
                 return donor, receiver, engine, after
         return None
+
+    def _fed_recently(self, state: PressureState, pool: str, now: float) -> bool:
+        """``pool`` received engines within ``min_dwell_s``."""
+        return now - dict(state.received_at).get(pool, float("-inf")) < self.config.min_dwell_s
 
     def _is_urgent(self, receiver: PoolLoad, donor: PoolLoad) -> bool:
         return self.pressure(receiver) > self.config.urgent_ratio * self.pressure(

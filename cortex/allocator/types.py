@@ -84,8 +84,8 @@ class PoolLoad(NamedTuple):
             return float("inf")
         busy = self.active_in_flight / left
         live = [e.kv_live for e in self.active]
-        if live and all(x is not None for x in live):
-            rest = self.num_active - 1
+        rest = self.num_active - 1
+        if rest > 0 and all(x is not None for x in live):
             busy = max(busy, sum(live) / rest)  # type: ignore[arg-type]
         return busy
 
