@@ -75,8 +75,11 @@ def render_report(path: Path, out_dir: Path | None = None) -> tuple[str, list[Pa
     cfg = data.get("config", {})
     lines = [f"# Cortex bench: {stem}", "",
              "Config: " + ", ".join(f"{k}={v}" for k, v in cfg.items()
-                                    if not isinstance(v, dict)), "",
-             render_table(data["results"], markdown=True), ""]
+                                    if not isinstance(v, dict)), ""]
+    if "seeds" in cfg:
+        lines += [(f"Rows are means over seeds {cfg['seeds']} (each seed's report is under "
+                   "`per_seed` in the JSON)."), ""]
+    lines += [render_table(data["results"], markdown=True), ""]
     lines += [f"![{p.stem}]({p.name})" for p in images]
     markdown = "\n".join(lines) + "\n"
     (out_dir / f"{stem}.md").write_text(markdown)

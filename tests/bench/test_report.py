@@ -10,9 +10,10 @@ from cortex.cli import main
 
 
 def rows():
-    base = dict(completed=10, failed=0, rejected=0, timed_out=0, throughput_rps=1.0,
-                slo_attainment=0.9, p50_latency_s=1.0, prefill_tokens_per_run=100.0,
-                oracle_prefill_tokens_per_run=50.0, wall_s=1.0)
+    base = {"completed": 10, "failed": 0, "rejected": 0, "timed_out": 0,
+            "throughput_rps": 1.0, "slo_attainment": 0.9, "p50_latency_s": 1.0,
+            "prefill_tokens_per_run": 100.0, "oracle_prefill_tokens_per_run": 50.0,
+            "wall_s": 1.0}
     return [dict(base, policy=p, rate=r, goodput_rps=g, p99_latency_s=l, prefix_hit_rate=h)
             for p, r, g, l, h in [("shared-fcfs", 1, 0.9, 3.0, 0.4), ("shared-fcfs", 2, 1.1, 6.0, 0.4),
                                   ("cortex", 1, 0.95, 2.0, 0.8), ("cortex", 2, 1.8, 2.5, 0.8)]]
@@ -28,6 +29,16 @@ def test_report_writes_markdown_and_three_pngs(tmp_path):
     for image in images:
         assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "res.md").read_text() == markdown
+
+
+def test_report_of_a_seeds_run_says_its_rows_are_means(tmp_path):
+    path = tmp_path / "seeds.json"
+    path.write_text(json.dumps({"config": {"engines": 2, "seeds": [0, 1]}, "results": rows()}))
+    markdown, _ = render_report(path)
+    assert "Rows are means over seeds [0, 1]" in markdown
+    assert markdown.index("Rows are means") < markdown.index("| policy |")
+    path.write_text(json.dumps({"config": {"engines": 2}, "results": rows()}))
+    assert "Rows are means" not in render_report(path)[0]
 
 
 def test_report_rejects_non_results(tmp_path, capsys):
