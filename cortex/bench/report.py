@@ -16,7 +16,8 @@ def load_results(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-        raise ValueError(f"{path}: expected an object with a 'results' list (cortex bench --out)")
+        raise ValueError(  # noqa: TRY004  (a bad results file, reported as the CLI's error)
+            f"{path}: expected an object with a 'results' list (cortex bench --out)")
     return data
 
 
