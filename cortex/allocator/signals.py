@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cortex.allocator.types import EngineLoad, PoolLoad
 from cortex.core import Usage
+from cortex.engine.kvcache import SizeInfo
 from cortex.orchestrator.run import StageCall
 from cortex.pool.pool import StagePool
 
@@ -52,28 +54,27 @@ def kv_usage(view: object) -> float | None:
     """Fraction of an engine's KV memory holding blocks (live or cached), when
     the backend can tell: ``view.kv_usage()`` (the llama.cpp engine: its
     snapshot budget in use) or a simulated engine's block cache."""
-    fn = getattr(view, "kv_usage", None)
-    if callable(fn):
-        return fn()
-    size_info = getattr(getattr(view, "cache", None), "size_info", None)
-    if not callable(size_info):
-        return None
-    info = size_info()
-    return (info.in_use + info.evictable) / info.total if info.total else None
+    return _kv_share(view, "kv_usage", lambda info: info.in_use + info.evictable)
 
 
 def kv_live(view: object) -> float | None:
     """Fraction of an engine's KV memory held by running calls (reserved for their
     prompt and output; cached blocks nobody uses are not counted), when the backend
     can tell: ``view.kv_live()`` or a simulated engine's block cache."""
-    fn = getattr(view, "kv_live", None)
+    return _kv_share(view, "kv_live", lambda info: info.in_use)
+
+
+def _kv_share(view: object, method: str, blocks: Callable[[SizeInfo], int]) -> float | None:
+    """``view.<method>()`` when the engine has it; else ``blocks(info) / info.total`` of
+    a simulated engine's block cache; None when neither says."""
+    fn = getattr(view, method, None)
     if callable(fn):
         return fn()
     size_info = getattr(getattr(view, "cache", None), "size_info", None)
     if not callable(size_info):
         return None
     info = size_info()
-    return info.in_use / info.total if info.total else None
+    return blocks(info) / info.total if info.total else None
 
 
 def num_waiting(view: object) -> int:

@@ -36,7 +36,7 @@ def combine_seeds(seeds: list[int], reports: list[dict[str, Any]]) -> dict[str, 
             runs = [rows[(p, rate, i)] for i in range(len(seeds))]
             results.append(_mean_row(runs))
             goodput[p] = [r["goodput_rps"] for r in runs]
-        summary.append({"rate": rate, "goodput": goodput,
+        summary.append({"rate": rate, "subject": policies[-1], "goodput": goodput,
                         "ratios": _ratios(policies[-1], goodput)})
     return {"config": config, "results": results, "seed_summary": summary,
             "per_seed": [{"seed": s} | rep for s, rep in zip(seeds, reports)]}
@@ -44,7 +44,9 @@ def combine_seeds(seeds: list[int], reports: list[dict[str, Any]]) -> dict[str, 
 
 def _mean_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
     row = {"policy": runs[0]["policy"], "rate": runs[0]["rate"]}
-    for key in RESULT_KEYS[2:]:
+    for key in RESULT_KEYS:
+        if key in row:
+            continue
         values = [r[key] for r in runs if r.get(key) is not None]
         row[key] = fmean(values) if values else None
     return row
@@ -57,9 +59,9 @@ def _ratios(subject: str, goodput: dict[str, list[float]]) -> dict[str, dict[str
             continue
         per_seed = [a / b if b else None for a, b in zip(goodput[subject], theirs)]
         known = [x for x in per_seed if x is not None]
+        their_mean = fmean(theirs)
         out[other] = {"per_seed": per_seed,
-                      "of_means": fmean(goodput[subject]) / fmean(theirs) if fmean(theirs)
-                      else None,
+                      "of_means": fmean(goodput[subject]) / their_mean if their_mean else None,
                       "min": min(known, default=None), "max": max(known, default=None)}
     return out
 
@@ -76,10 +78,9 @@ def render_seed_summary(report: dict[str, Any]) -> str:
             lines.append(f"  {policy:>{width}}  " + "  ".join(f"{v:8.3f}" for v in values)
                          + f"   mean {fmean(values):.3f}  min {min(values):.3f}"
                          f"  max {max(values):.3f}")
-        subject = next(p for p in block["goodput"] if p not in block["ratios"])
         for other, r in block["ratios"].items():
             if r["of_means"] is None:
                 continue
-            lines.append(f"  {subject} / {other}: {r['of_means']:.2f}x of the means, "
+            lines.append(f"  {block['subject']} / {other}: {r['of_means']:.2f}x of the means, "
                          f"per seed {r['min']:.2f}x .. {r['max']:.2f}x")
     return "\n".join(lines)
