@@ -14,8 +14,9 @@ rate must not look like a pool going idle). The cost is
 the lowest smoothed expected service time seen over the last ``cost_window_s``:
 a call's expected service time grows with the load on its engines, which depends
 on the allocation itself; the windowed minimum does not, so moving an engine does
-not change the demand it was moved for. Backlog counts only calls that can still
-help their run meet its SLO (``is_viable``).
+not change the demand it was moved for. Backlog is the work queued in the pool and
+held inside its engines (dispatched, waiting for KV memory), counting only calls that
+can still help their run meet its SLO (``is_viable``).
 """
 from __future__ import annotations
 
@@ -133,7 +134,8 @@ class LoadMonitor:
         rates = self._rates.setdefault(pool.name, _Rates())
         calls, cost = self._update(w, rates, now, close)
         queued = pool.queued()
-        queued_s = sum(c.expected_service_s for c in queued if self.is_viable(c, now))
+        queued_s = sum(c.expected_service_s for c in queued + self._held(pool, engines)
+                       if self.is_viable(c, now))
         slack = min((c.slack(now) for c in queued), default=None)
         hit = w.cached_tokens / w.prompt_tokens if w.prompt_tokens else None
         load = PoolLoad(pool.name, model, engines, lent_out, len(queued),
@@ -142,6 +144,14 @@ class LoadMonitor:
         if close:
             self._windows[pool.name] = _Window(opened_at=now)
         return load
+
+    @staticmethod
+    def _held(pool: StagePool, engines: tuple[EngineLoad, ...]) -> list[StageCall]:
+        """Calls dispatched to an engine that cannot run them yet (its KV memory is
+        full): queued work all the same, only queued inside the engine. Engines admit
+        in arrival order, so they are the last ``waiting`` calls sent to each."""
+        return [call for e in engines if e.waiting > 0
+                for call in pool.dispatched(e.engine_id)[-e.waiting:]]
 
     def _update(self, w: _Window, rates: _Rates, now: float, close: bool
                 ) -> tuple[float, float]:

@@ -49,7 +49,7 @@ class PoolLoad(NamedTuple):
     queue_depth: int
     in_flight: int
     work_rate: float                   # EWMA of expected service seconds arriving per second
-    backlog_s: float                   # expected service seconds queued (viable calls)
+    backlog_s: float                   # expected service s queued or held in engines (viable)
     min_slack_s: float | None          # least slack among queued calls (None: queue empty)
     num_late: int                      # calls that finished past their run's deadline, last step
     num_finished: int                  # calls finished, last step

@@ -54,7 +54,7 @@ class PoolSnapshot(NamedTuple):
 @dataclass(slots=True)
 class _EngineSlot:
     view: EngineView
-    in_flight: int = 0
+    calls: dict[str, StageCall] = field(default_factory=dict)  # in flight, dispatch order
     healthy: bool = True
     draining: bool = False
 
@@ -93,8 +93,8 @@ class StagePool:
     def remove_engine(self, engine_id: str) -> EngineView:
         """Detach an idle engine (the allocator drains it first)."""
         slot = self._slots[engine_id]
-        if slot.in_flight:
-            raise RuntimeError(f"engine {engine_id} still has {slot.in_flight} calls in flight")
+        if slot.calls:
+            raise RuntimeError(f"engine {engine_id} still has {len(slot.calls)} calls in flight")
         del self._slots[engine_id]
         return slot.view
 
@@ -115,7 +115,11 @@ class StagePool:
         return [e for e, s in self._slots.items() if s.healthy]
 
     def in_flight(self, engine_id: str) -> int:
-        return self._slots[engine_id].in_flight
+        return len(self._slots[engine_id].calls)
+
+    def dispatched(self, engine_id: str) -> list[StageCall]:
+        """The calls in flight on ``engine_id``, oldest dispatch first."""
+        return list(self._slots[engine_id].calls.values())
 
     # ---- queue -------------------------------------------------------------
     def can_admit(self) -> bool:
@@ -150,7 +154,7 @@ class StagePool:
         """Pair queued calls with engines, in scheduler order (calls that can still
         meet their SLO first when ``late_factor`` is set)."""
         live = {e: s for e, s in self._slots.items() if s.healthy and not s.draining}
-        free = {e: s.view.max_concurrency - s.in_flight for e, s in live.items()}
+        free = {e: s.view.max_concurrency - len(s.calls) for e, s in live.items()}
         if not self._queue or not any(v > 0 for v in free.values()):
             return []
         groups = [self._queue] if self.late_factor is None else self._split_late(now)
@@ -171,7 +175,7 @@ class StagePool:
                     kept.append(item)
                     continue
                 free[engine_id] -= 1
-                live[engine_id].in_flight += 1
+                live[engine_id].calls[call.call_id] = call
                 call.engine_id, call.started_at = engine_id, now
                 self.stats.queue_wait_s += now - call.queued_at
                 out.append(Dispatch(call, engine_id))
@@ -194,7 +198,7 @@ class StagePool:
         tokens = call.request.prompt_tokens if call.request is not None else None
         model = call.request.model if call.request is not None else None
         use_prefix = self.router.needs_prefix and bool(tokens)
-        return [Candidate(e, s.in_flight + waiting[e], free[e],
+        return [Candidate(e, len(s.calls) + waiting[e], free[e],
                           s.view.cached_prefix_len(tokens, model=model) if use_prefix else 0)
                 for e, s in live.items()]
 
@@ -202,8 +206,8 @@ class StagePool:
                  service_s: float, met_deadline: bool | None = None) -> None:
         """Free the call's slot and account its usage."""
         slot = self._slots.get(call.engine_id)
-        if slot is not None and slot.in_flight > 0:
-            slot.in_flight -= 1
+        if slot is not None:
+            slot.calls.pop(call.call_id, None)
         self.stats.num_calls += 1
         self.stats.prompt_tokens += prompt_tokens
         self.stats.cached_prompt_tokens += cached_tokens or 0
@@ -212,7 +216,7 @@ class StagePool:
     def snapshot(self) -> PoolSnapshot:
         return PoolSnapshot(
             self.name, self.stages, tuple(self._slots), tuple(self.healthy_engines()),
-            len(self._queue), sum(s.in_flight for s in self._slots.values()),
+            len(self._queue), sum(len(s.calls) for s in self._slots.values()),
             sum(s.view.max_concurrency for s in self._slots.values()),
             self.stats.prefix_hit_rate)
 

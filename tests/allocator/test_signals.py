@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from cortex.allocator.signals import LoadMonitor
+from cortex.allocator.types import EngineLoad
 from cortex.pool.pool import StagePool
 from cortex.pool.router import ROUTERS
 from cortex.pool.scheduler import SCHEDULERS
-from tests.factories import make_call
+from tests.factories import FakeView, make_call
 
 
 def _pool() -> StagePool:
@@ -84,3 +85,28 @@ def test_backlog_counts_only_calls_that_can_still_make_their_slo():
         pool.submit(call, 0.0)
     load = monitor.snapshot(pool, "m", (), (), 10.0)
     assert load.queue_depth == 3 and load.backlog_s == 4.0
+
+
+def test_calls_held_inside_a_full_engine_are_backlog_too():
+    # A memory-bound engine accepts calls it cannot run yet; the pool's queue looks
+    # short while the work waits inside the engine. Those calls are backlog like the
+    # queue's (the last ones dispatched: engines admit in arrival order), and only
+    # the ones that can still make their SLO count.
+    monitor = LoadMonitor(viable_slack_factor=1.0)
+    pool = StagePool("p", ("gen",), SCHEDULERS.get("fcfs"), ROUTERS.get("least_loaded")())
+    pool.add_engine(FakeView("e0", max_concurrency=4))
+    monitor.open("p", 0.0)
+    calls = [make_call("running", slack_key=100.0, expected_s=2.0),
+             make_call("held-lost", slack_key=5.0, expected_s=2.0),     # slack -5 at t=10
+             make_call("held-1", slack_key=100.0, expected_s=2.0),
+             make_call("held-2", slack_key=100.0, expected_s=3.0)]
+    for call in calls:
+        pool.submit(call, 0.0)
+    assert len(pool.dispatch(0.0)) == 4 and pool.queue_depth == 0
+
+    def engine(waiting: int) -> EngineLoad:
+        return EngineLoad("e0", "p", 4, float("-inf"), False, None, slots=4, waiting=waiting)
+
+    assert monitor.snapshot(pool, "m", (engine(0),), (), 10.0).backlog_s == 0.0
+    assert monitor.snapshot(pool, "m", (engine(3),), (), 11.0).backlog_s == 5.0
+    assert monitor.snapshot(pool, "m", (engine(1),), (), 12.0).backlog_s == 3.0

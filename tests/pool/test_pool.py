@@ -127,6 +127,22 @@ def test_finished_frees_slot_and_accounts_tokens():
     assert p.stats.prefix_hit_rate == pytest.approx(0.6)
 
 
+def test_pool_knows_which_calls_each_engine_holds_until_they_end():
+    p = pool(views=[FakeView("e0", max_concurrency=3)])
+    for name in ("a", "b", "c"):
+        p.submit(make_call(name), 0)
+    a, b, c = (d.call for d in p.dispatch(0))
+    assert [x.call_id for x in p.dispatched("e0")] == ["a", "b", "c"]  # dispatch order
+    p.finished(b, 10, 0, 0.1)
+    p.finished(b, 10, 0, 0.1)            # a second report of one call frees nothing more
+    assert [x.call_id for x in p.dispatched("e0")] == ["a", "c"] and p.in_flight("e0") == 2
+    with pytest.raises(RuntimeError, match="2 calls in flight"):
+        p.remove_engine("e0")
+    p.finished(a, 10, 0, 0.1)
+    p.finished(c, 10, 0, 0.1)
+    assert p.dispatched("e0") == [] and p.remove_engine("e0").engine_id == "e0"
+
+
 def test_split_engines_by_expected_work():
     assert split_engines({"gen": 3.0, "fix": 1.0}, 4) == {"gen": 3, "fix": 1}
     assert split_engines({"gen": 10.0, "fix": 0.1}, 2) == {"gen": 1, "fix": 1}
