@@ -55,7 +55,7 @@ class PressureConfig:
     confirm_steps: int = 2          # consecutive steps a (donor, receiver) pair must win ...
     urgent_ratio: float = 2.0       # ... unless the receiver is this many times as pressed
     min_pressure: float = 0.1       # a receiver below this (s/s per engine) is left alone
-    max_moves_per_step: int = 4     # engines one step may move (one pair)
+    max_moves_per_step: int = 8     # engines one step may move or lend (one pair)
     drain_s: float = 10.0           # backlog counts as demand spread over this many seconds
     warmup_s: float = 10.0          # no moves until the load signals have this much history
     lend_below: float = 0.05        # a lender's pressure must be below this ...
