@@ -17,6 +17,7 @@
       policy: slo-pressure         # or static (never moves)
       interval_s: 1.0              # seconds between policy steps
       options: {min_dwell_s: 15}   # the policy's options (slo-pressure: PressureConfig)
+      workflow_demand: false       # true: a stage's load >= first visits x visits per run
       max_engines: 4               # > the engines above: scale out up to this many
       standby_urls: []             # openai backend: servers new engines connect to
 
@@ -243,7 +244,7 @@ def _server(raw: Any, source: str) -> ServerConfig:
 
 
 ALLOCATOR_FIELDS = ("policy", "options", "interval_s", "load_alpha", "cost_window_s",
-                    "cold_window_s", "max_engines", "standby_urls")
+                    "cold_window_s", "workflow_demand", "max_engines", "standby_urls")
 
 
 def _allocator(raw: Any, cfg: CortexConfig) -> AllocatorSection:
@@ -289,8 +290,12 @@ def _allocator(raw: Any, cfg: CortexConfig) -> AllocatorSection:
                 "a positive number of seconds" if strict else "a number of seconds >= 0")
             raise ConfigError(source, f"allocator.{key}", f"must be {want}, got {value!r}")
         timing[key] = float(value)
+    workflow_demand = raw.get("workflow_demand", False)
+    if not isinstance(workflow_demand, bool):
+        raise ConfigError(source, "allocator.workflow_demand",
+                          f"must be true or false, got {workflow_demand!r}")
     section = AllocatorSection(AllocatorConfig(policy=policy, policy_options=dict(options),
-                                               **timing))
+                                               workflow_demand=workflow_demand, **timing))
     _scale_out(raw, cfg, section)
     return section
 

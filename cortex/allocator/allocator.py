@@ -52,7 +52,8 @@ class Allocator:
         self.config = config or AllocatorConfig()
         self.policy = policy or build_policy(self.config.policy, self.config.policy_options)
         self.provider = provider
-        self.monitor = LoadMonitor(self.config.load_alpha, self.config.cost_window_s)
+        self.monitor = LoadMonitor(self.config.load_alpha, self.config.cost_window_s,
+                                   workflow_demand=self.config.workflow_demand)
         self.timeline = Timeline()
         self.records: list[MoveRecord] = []
         self.refused: list[tuple[float, Decision, str]] = []

@@ -37,6 +37,7 @@ class _Window:
     opened_at: float | None = None
     arrived_work_s: float = 0.0       # expected service of the arrivals
     num_arrived: int = 0
+    num_first: int = 0                # arrivals that are their run's first visit to the stage
     num_finished: int = 0
     num_late: int = 0
     prompt_tokens: int = 0
@@ -48,6 +49,9 @@ class _Rates:
     fast: float | None = None         # EWMAs of arrivals per second
     slow: float | None = None
     cost_s: float | None = None       # EWMA of expected service per arrival
+    first_fast: float | None = None   # the same EWMAs of first visits per second
+    first_slow: float | None = None
+    visits: deque[tuple[float, int, int]] = field(default_factory=deque)  # (t, calls, first)
     costs: deque[tuple[float, float]] = field(default_factory=deque)  # (t, cost_s)
 
 
@@ -95,17 +99,23 @@ class LoadMonitor:
         shift_z: ... when it is also this many standard deviations of Poisson noise.
         viable_slack_factor: queued calls count as backlog while their slack is at
             least minus this many times their expected service (``is_viable``).
-        cost_window_s: how far back the unloaded cost per call looks.
+        cost_window_s: how far back the unloaded cost per call looks (and the visits
+            per run of ``workflow_demand``).
+        workflow_demand: offered calls are at least the runs' first visits to the stage
+            per second x the stage's visits per run (over ``cost_window_s``): a stage
+            that loops on itself (the fixer) sees its repeat visits only as fast as it
+            serves the earlier ones, so the arrival rate alone lags its demand after a
+            shift, and lags most while the pool is short of engines.
     """
 
     def __init__(self, alpha: float = 0.8, cost_window_s: float = 120.0,
                  slow_alpha: float = 0.1, shift_ratio: float = 0.5, shift_z: float = 3.0,
-                 viable_slack_factor: float = 1.0) -> None:
+                 viable_slack_factor: float = 1.0, workflow_demand: bool = False) -> None:
         if not (0.0 < alpha <= 1.0 and 0.0 < slow_alpha <= 1.0):
             raise ValueError(f"load EWMA weights must be in (0, 1], got {alpha}, {slow_alpha}")
         self.alpha, self.slow_alpha, self.shift_ratio = alpha, slow_alpha, shift_ratio
         self.shift_z, self.viable_slack_factor = shift_z, viable_slack_factor
-        self.cost_window_s = cost_window_s
+        self.cost_window_s, self.workflow_demand = cost_window_s, workflow_demand
         self._windows: dict[str, _Window] = {}
         self._rates: dict[str, _Rates] = {}
 
@@ -117,6 +127,7 @@ class LoadMonitor:
         serves it either way)."""
         w = self._windows.setdefault(pool, _Window())
         w.num_arrived += 1
+        w.num_first += call.attempt == 1
         w.arrived_work_s += call.expected_service_s
 
     def observe(self, pool: str, call: StageCall, usage: Usage, now: float) -> None:
@@ -155,26 +166,43 @@ class LoadMonitor:
 
     def _update(self, w: _Window, rates: _Rates, now: float, close: bool
                 ) -> tuple[float, float]:
-        """Smoothed calls per second and unloaded cost per call."""
+        """Smoothed calls per second (with ``workflow_demand``, at least first visits
+        x visits per run) and unloaded cost per call."""
         span = now - w.opened_at if w.opened_at is not None else 0.0
         fast, slow, cost = rates.fast, rates.slow, rates.cost_s
+        ffast, fslow = rates.first_fast, rates.first_slow
         if span > 0:
             fast = self._smooth(fast, w.num_arrived / span, self.alpha)
             slow = self._smooth(slow, w.num_arrived / span, self.slow_alpha)
+            ffast = self._smooth(ffast, w.num_first / span, self.alpha)
+            fslow = self._smooth(fslow, w.num_first / span, self.slow_alpha)
         if w.num_arrived:
             cost = self._smooth(cost, w.arrived_work_s / w.num_arrived, self.alpha)
-        calls = slow
-        if fast is not None and slow is not None and self._is_shift(fast, slow, span):
-            calls = fast
+        calls = self._level(fast, slow, span)
+        visits = rates.visits
+        total = sum(v[1] for v in visits) + w.num_arrived
+        first = sum(v[2] for v in visits) + w.num_first
+        if first and self.workflow_demand:
+            calls = max(calls, self._level(ffast, fslow, span) * total / first)
         costs = rates.costs
         if close:
             rates.fast, rates.slow, rates.cost_s = fast, slow, cost
+            rates.first_fast, rates.first_slow = ffast, fslow
+            visits.append((now, w.num_arrived, w.num_first))
+            while visits and visits[0][0] < now - self.cost_window_s:
+                visits.popleft()
             if cost is not None:
                 costs.append((now, cost))
             while costs and costs[0][0] < now - self.cost_window_s:
                 costs.popleft()
         unloaded = min((c for _, c in costs), default=cost or 0.0)
         return calls or 0.0, unloaded
+
+    def _level(self, fast: float | None, slow: float | None, span: float) -> float:
+        """The slow average, or the fast one across a level shift."""
+        if fast is not None and slow is not None and self._is_shift(fast, slow, span):
+            return fast
+        return slow or 0.0
 
     def is_viable(self, call: StageCall, now: float) -> bool:
         """Whether a queued call still counts as backlog: its slack is at least

@@ -18,6 +18,8 @@ class AllocatorConfig:
         load_alpha: EWMA weight of a new load sample.
         cost_window_s: the unloaded cost per call is the least seen over this long.
         cold_window_s: a moved engine's calls this soon after arriving count as cold-start.
+        workflow_demand: a stage's offered calls are at least its runs' first visits x
+            its visits per run (``LoadMonitor``); off by default.
     """
 
     policy: str = "slo-pressure"
@@ -26,6 +28,7 @@ class AllocatorConfig:
     load_alpha: float = 0.8
     cost_window_s: float = 120.0
     cold_window_s: float = 30.0
+    workflow_demand: bool = False
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0 or self.cold_window_s < 0:

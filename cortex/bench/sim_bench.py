@@ -145,6 +145,7 @@ def run_sim_bench(cfg: SimBenchConfig) -> dict[str, Any]:
         config["allocator"] = {"policy": cfg.allocator.policy,
                                "options": cfg.allocator.policy_options,
                                "interval_s": cfg.allocator.interval_s,
+                               "workflow_demand": cfg.allocator.workflow_demand,
                                "max_engines": cfg.max_engines}
         report["allocation"] = allocation
     if timelines:

@@ -62,7 +62,8 @@ def allocator_config(args: argparse.Namespace) -> AllocatorConfig:
         where = f"--alloc-option {exc.option}: " if exc.option else "--alloc-option: "
         raise ValueError(where + str(exc)) from None
     return AllocatorConfig(policy, interval_s=getattr(args, "alloc_interval", 1.0),
-                           policy_options=options)
+                           policy_options=options,
+                           workflow_demand=getattr(args, "workflow_demand", False))
 
 
 def write_timeline(report: dict[str, Any], cfg: SimBenchConfig, path: Path) -> Path | None:

@@ -33,12 +33,12 @@ def _data(tmp_path, allocator=None, engines=None, policy="cortex-malleable"):
 def test_section_sets_the_allocator_config(tmp_path):
     cfg = parse_config(_data(tmp_path, {"policy": "static", "interval_s": 0.5,
                                         "cold_window_s": 0, "load_alpha": 0.25,
-                                        "cost_window_s": 60}))
+                                        "cost_window_s": 60, "workflow_demand": True}))
     section = cfg.allocator
     assert section is not None and section.template is None and section.max_engines is None
     c = section.config
-    assert (c.policy, c.interval_s, c.cold_window_s, c.load_alpha, c.cost_window_s) == (
-        "static", 0.5, 0.0, 0.25, 60.0)
+    assert (c.policy, c.interval_s, c.cold_window_s, c.load_alpha, c.cost_window_s,
+            c.workflow_demand) == ("static", 0.5, 0.0, 0.25, 60.0, True)
     options = parse_config(_data(tmp_path, {"options": {"min_dwell_s": 5, "warmup_s": 0}}))
     assert options.allocator.config.policy == "slo-pressure"
     assert options.allocator.config.policy_options == {"min_dwell_s": 5, "warmup_s": 0}
@@ -65,6 +65,8 @@ OPENAI = [{"backend": "openai", "urls": ["http://127.0.0.1:1"], "model": "m"}]
     ({"interval_s": True}, None, "cortex-malleable", "allocator.interval_s", "positive"),
     ({"load_alpha": 2}, None, "cortex-malleable", "allocator.load_alpha", "(0, 1]"),
     ({"cold_window_s": -1}, None, "cortex-malleable", "allocator.cold_window_s", ">= 0"),
+    ({"workflow_demand": "yes"}, None, "cortex-malleable", "allocator.workflow_demand",
+     "true or false"),
     ({"max_engines": 1}, None, "cortex-malleable", "allocator.max_engines",
      ">= the 2 configured engines"),
     ({"max_engines": "4"}, None, "cortex-malleable", "allocator.max_engines", "integer"),

@@ -110,3 +110,37 @@ def test_calls_held_inside_a_full_engine_are_backlog_too():
     assert monitor.snapshot(pool, "m", (engine(0),), (), 10.0).backlog_s == 0.0
     assert monitor.snapshot(pool, "m", (engine(3),), (), 11.0).backlog_s == 5.0
     assert monitor.snapshot(pool, "m", (engine(1),), (), 12.0).backlog_s == 3.0
+
+
+def _visit(call_id: str, attempt: int):
+    call = make_call(call_id, slack_key=1e9, expected_s=1.0)
+    call.attempt = attempt
+    return call
+
+
+def test_workflow_demand_counts_the_repeat_visits_a_shift_will_bring():
+    # A fixer loops on itself: 10 runs/s enter it, each visits it 1.5 times (every
+    # other run fixes twice). After a shift to 40 runs/s entering, the repeat visits
+    # arrive only as fast as the short pool serves the first ones; the workflow-aware
+    # estimate counts them at once, the arrival rate does not.
+    def run(workflow_demand: bool) -> float:
+        monitor, pool = LoadMonitor(workflow_demand=workflow_demand), _pool()
+        monitor.open("p", 0.0)
+        for t in range(60):
+            for i in range(10):
+                monitor.observe_submit("p", _visit(f"{t}-{i}", 1), float(t))
+            for i in range(5):
+                monitor.observe_submit("p", _visit(f"{t}-{i}r", 2), float(t))
+            load = monitor.snapshot(pool, "m", (), (), t + 1.0)
+        assert abs(load.work_rate - 15.0) < 0.5          # steady: both agree
+        for t in range(60, 63):                          # 40 first visits, repeats lag
+            for i in range(40):
+                monitor.observe_submit("p", _visit(f"{t}-{i}", 1), float(t))
+            for i in range(5):
+                monitor.observe_submit("p", _visit(f"{t}-{i}r", 2), float(t))
+            load = monitor.snapshot(pool, "m", (), (), t + 1.0)
+        return load.work_rate
+
+    plain, aware = run(False), run(True)
+    assert plain < 46                                    # what arrived: ~45 calls/s
+    assert aware > 55                                    # 40 x ~1.5 visits per run
