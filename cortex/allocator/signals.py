@@ -180,10 +180,11 @@ class LoadMonitor:
             cost = self._smooth(cost, w.arrived_work_s / w.num_arrived, self.alpha)
         calls = self._level(fast, slow, span)
         visits = rates.visits
-        total = sum(v[1] for v in visits) + w.num_arrived
-        first = sum(v[2] for v in visits) + w.num_first
-        if first and self.workflow_demand:
-            calls = max(calls, self._level(ffast, fslow, span) * total / first)
+        if self.workflow_demand:
+            first = sum(v[2] for v in visits) + w.num_first
+            if first:
+                total = sum(v[1] for v in visits) + w.num_arrived
+                calls = max(calls, self._level(ffast, fslow, span) * total / first)
         costs = rates.costs
         if close:
             rates.fast, rates.slow, rates.cost_s = fast, slow, cost
