@@ -170,34 +170,44 @@ class LoadMonitor:
         x visits per run) and unloaded cost per call."""
         span = now - w.opened_at if w.opened_at is not None else 0.0
         fast, slow, cost = rates.fast, rates.slow, rates.cost_s
-        ffast, fslow = rates.first_fast, rates.first_slow
         if span > 0:
             fast = self._smooth(fast, w.num_arrived / span, self.alpha)
             slow = self._smooth(slow, w.num_arrived / span, self.slow_alpha)
-            ffast = self._smooth(ffast, w.num_first / span, self.alpha)
-            fslow = self._smooth(fslow, w.num_first / span, self.slow_alpha)
         if w.num_arrived:
             cost = self._smooth(cost, w.arrived_work_s / w.num_arrived, self.alpha)
         calls = self._level(fast, slow, span)
-        visits = rates.visits
         if self.workflow_demand:
-            first = sum(v[2] for v in visits) + w.num_first
-            if first:
-                total = sum(v[1] for v in visits) + w.num_arrived
-                calls = max(calls, self._level(ffast, fslow, span) * total / first)
+            calls = max(calls, self._foreseen_calls(w, rates, span, now, close))
         costs = rates.costs
         if close:
             rates.fast, rates.slow, rates.cost_s = fast, slow, cost
-            rates.first_fast, rates.first_slow = ffast, fslow
-            visits.append((now, w.num_arrived, w.num_first))
-            while visits and visits[0][0] < now - self.cost_window_s:
-                visits.popleft()
             if cost is not None:
                 costs.append((now, cost))
-            while costs and costs[0][0] < now - self.cost_window_s:
-                costs.popleft()
+            self._prune(costs, now)
         unloaded = min((c for _, c in costs), default=cost or 0.0)
         return calls or 0.0, unloaded
+
+    def _foreseen_calls(self, w: _Window, rates: _Rates, span: float, now: float,
+                        close: bool) -> float:
+        """``workflow_demand``: first visits per second (smoothed like all arrivals) x
+        visits per run over ``cost_window_s``."""
+        ffast, fslow = rates.first_fast, rates.first_slow
+        if span > 0:
+            ffast = self._smooth(ffast, w.num_first / span, self.alpha)
+            fslow = self._smooth(fslow, w.num_first / span, self.slow_alpha)
+        visits = rates.visits
+        first = sum(v[2] for v in visits) + w.num_first
+        total = sum(v[1] for v in visits) + w.num_arrived
+        if close:
+            rates.first_fast, rates.first_slow = ffast, fslow
+            visits.append((now, w.num_arrived, w.num_first))
+            self._prune(visits, now)
+        return self._level(ffast, fslow, span) * total / first if first else 0.0
+
+    def _prune(self, window: deque, now: float) -> None:
+        """Drop entries older than ``cost_window_s`` (each entry starts with its time)."""
+        while window and window[0][0] < now - self.cost_window_s:
+            window.popleft()
 
     def _level(self, fast: float | None, slow: float | None, span: float) -> float:
         """The slow average, or the fast one across a level shift."""

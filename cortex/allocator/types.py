@@ -79,14 +79,14 @@ class PoolLoad(NamedTuple):
         engine reports it) the share of their KV memory its running calls hold. Slots
         alone mislead where memory binds first: an engine whose KV holds three
         sequences is full with three of its sixteen slots busy."""
-        left = self.slots - engine.slots
+        active = self.active
+        left = sum(e.slots for e in active) - engine.slots
         if left <= 0:
             return float("inf")
-        busy = self.active_in_flight / left
-        live = [e.kv_live for e in self.active]
-        rest = self.num_active - 1
-        if rest > 0 and all(x is not None for x in live):
-            busy = max(busy, sum(live) / rest)  # type: ignore[arg-type]
+        busy = sum(e.in_flight for e in active) / left
+        live = [e.kv_live for e in active]
+        if len(active) > 1 and all(x is not None for x in live):
+            busy = max(busy, sum(live) / (len(active) - 1))  # type: ignore[arg-type]
         return busy
 
     @property
