@@ -89,6 +89,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fail-schedule", type=_fail_schedule, metavar="F:P,...",
                    help="nl2sql sim: first-attempt failure rate P from fraction F of the "
                    "trace on, e.g. 0:0.1,0.25:0.7,0.75:0.1 (--shift is 0:0.1,0.333:0.7,0.667:0.1)")
+    p.add_argument("--catalog-seed", type=int, metavar="N", help="nl2sql sim: draw the "
+                   "databases (schema sizes) from N instead of each trace's seed, so seeds "
+                   "vary only arrivals and outcomes")
     p.add_argument("--knobs", action="store_true", help="sim: runs with negative slack turn "
                    "the agent's knobs (shorter outputs, fewer fixes), every policy")
     p.add_argument("--late-last", type=float, metavar="K", help="slack-ordered pools "

@@ -25,6 +25,8 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
                 if args.workload_profile else NL2SQLWorkloadConfig())
     if args.dbs:
         workload = replace(workload, num_dbs=args.dbs)
+    if getattr(args, "catalog_seed", None) is not None:
+        workload = replace(workload, catalog_seed=args.catalog_seed)
     if args.p_fail is not None:
         workload = replace(workload, p_first_fail=args.p_fail)
     if getattr(args, "shift", False):

@@ -45,6 +45,10 @@ class NL2SQLWorkloadConfig:
         default_factory=lambda: {"schema": 0.004, "execute": 0.02, "verify": 0.001})
     # Optional shifting workload: list of (fraction of the trace, p_first_fail).
     fail_schedule: list[tuple[float, float]] = field(default_factory=list)
+    # Which databases (schema sizes and tokens): None draws them from the trace seed, so
+    # every seed is another catalog as well as another trace; a number fixes the catalog
+    # and seeds vary only arrivals and outcomes.
+    catalog_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_dbs < 1:
@@ -106,9 +110,10 @@ class NL2SQLWorkload:
     def __init__(self, config: NL2SQLWorkloadConfig, seed: int = 0) -> None:
         self.config = config
         self.seed = seed
-        rng = random.Random(f"schemas-{seed}")
+        catalog = seed if config.catalog_seed is None else config.catalog_seed
+        rng = random.Random(f"schemas-{catalog}")
         spread = config.schema_spread
-        self._schemas = [_segment(f"schema-{seed}-{d}", max(16, int(config.schema_tokens * (
+        self._schemas = [_segment(f"schema-{catalog}-{d}", max(16, int(config.schema_tokens * (
             1 + rng.uniform(-spread, spread))))) for d in range(config.num_dbs)]
         self._system = {s: _segment(f"system-{s}", n) for s, n in config.system_tokens.items()}
         self.runs: dict[str, PlannedRun] = {}

@@ -20,7 +20,12 @@ from cortex.bench.sim_bench import SimBenchConfig, run_policy, run_sim_bench
 from cortex.cli import main
 from cortex.core import RunStatus
 from cortex.engine.sim import SimEngineConfig
-from cortex.workload.nl2sql_sim import NL2SQLWorkloadConfig, parse_fail_schedule, shifting
+from cortex.workload.nl2sql_sim import (
+    NL2SQLWorkload,
+    NL2SQLWorkloadConfig,
+    parse_fail_schedule,
+    shifting,
+)
 
 SMALL_ENGINE = SimEngineConfig(kv_capacity_tokens=16000, max_num_seqs=8)
 VIOLATIONS: list[str] = []
@@ -157,18 +162,30 @@ def test_fail_schedule_parses_any_shape_and_names_a_bad_entry(capsys):
     assert "--fail-schedule: '0:x'" in capsys.readouterr().err
 
 
+def test_catalog_seed_keeps_the_databases_while_the_trace_changes():
+    def schemas(seed, catalog=None):
+        return NL2SQLWorkload(NL2SQLWorkloadConfig(catalog_seed=catalog), seed)._schemas
+
+    assert schemas(1) != schemas(2)  # by default every seed is another catalog too
+    assert schemas(1, catalog=7) == schemas(2, catalog=7) == schemas(7)
+    traces = [NL2SQLWorkload(NL2SQLWorkloadConfig(catalog_seed=0), s).trace(10.0, 50)
+              for s in (1, 2)]
+    assert [r.arrival for r in traces[0]] != [r.arrival for r in traces[1]]
+
+
 def test_alloc_option_and_late_last_reach_the_report(tmp_path, capsys):
     out = tmp_path / "r.json"
     code = main(["bench", "--engine", "sim", "--engines", "4", "--shift", "--max-seqs", "8",
                  "--kv-tokens", "6000", "--requests", "120", "--rate", "8", "--policies",
                  "cortex,cortex-malleable", "--alloc-option", "saturation_moves=true",
                  "--alloc-option", "min_dwell_s=5", "--late-last", "0", "--workflow-demand",
-                 "--out", str(out)])
+                 "--catalog-seed", "3", "--out", str(out)])
     assert code == 0
     config = json.loads(out.read_text())["config"]
     assert config["allocator"]["options"] == {"saturation_moves": True, "min_dwell_s": 5}
     assert config["allocator"]["workflow_demand"] is True
     assert config["late_factor"] == 0.0
+    assert config["workload_config"]["catalog_seed"] == 3
     assert main(["bench", "--engine", "sim", "--alloc-option", "hysterisis=0.1"]) == 2
     assert "--alloc-option hysterisis: unknown option" in capsys.readouterr().err
     with pytest.raises(SystemExit):
