@@ -1,7 +1,15 @@
 """Shared test factories (vLLM style: small builders, hand-made results)."""
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from typing import Any
+
+import httpx
 
 from cortex.core import OK, CallResult, EngineRequest, Usage
 from cortex.orchestrator.orchestrator import Orchestrator
@@ -59,3 +67,47 @@ class FakeView:
 
     def cached_prefix_len(self, tokens: list[int], model: str | None = None) -> int:
         return min(self.cached, len(tokens))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def llama_servers(count: int = 1, start_timeout_s: float = 90.0) -> Iterator[list[str]]:
+    """``count`` real ``python -m llama_cpp.server`` processes serving SmolLM2 on
+    loopback (one thread each), started together; yields their base URLs and
+    stops them on exit."""
+    from cortex.engine.models import smollm2_gguf_path
+
+    ports = [free_port() for _ in range(count)]
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()),
+         "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1",
+         "--n_threads_batch", "1", "--n_ctx", "2048"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in ports]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        for proc, url in zip(procs, urls, strict=True):
+            while True:
+                assert proc.poll() is None, "llama_cpp.server exited during start-up"
+                try:
+                    if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, (
+                    f"llama_cpp.server did not start in {start_timeout_s:g} s")
+                time.sleep(0.2)
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -14,6 +14,7 @@ from cortex.config import ConfigError, load_config, parse_config
 from cortex.engine.null import NullEngine
 from cortex.engine.openai_remote import OpenAIRemoteEngine
 from cortex.runtime.build import build_runtime, make_allocator, scale_out_budget
+from tests.factories import llama_servers
 
 WF = {"name": "w", "inputs": ["q"], "stages": [
     {"name": "gen", "llm": {"user": "{{ q }}", "max_tokens": 8}, "next": "fix"},
@@ -153,8 +154,28 @@ async def test_runtime_scales_out_and_in_through_the_config_provider(tmp_path, m
     # share them), the new engine loads the model, takes over the fix pool after its
     # first engine moves away, and serves the runs' fix calls.
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    cfg = parse_config(_data(tmp_path, {"policy": "static", "interval_s": 0.01,
-                                        "max_engines": 3}, engines))
+    await _scale_out_serve_and_scale_in(parse_config(_data(
+        tmp_path, {"policy": "static", "interval_s": 0.01, "max_engines": 3}, engines)))
+
+
+@pytest.mark.slow
+async def test_runtime_scales_out_onto_a_real_standby_server(tmp_path):
+    # Three real llama.cpp servers: two behind the configured openai engines, the third
+    # a standby URL; scaling out connects a new engine to it, which serves fix calls.
+    with llama_servers(3) as urls:
+        engines = [{"backend": "openai", "urls": urls[:2], "max_concurrency": 1}]
+        cfg = parse_config(_data(tmp_path, {"policy": "static", "interval_s": 0.01,
+                                            "standby_urls": urls[2:]}, engines))
+        assert cfg.allocator.max_engines == 3
+        standby = await _scale_out_serve_and_scale_in(cfg)
+        assert isinstance(standby, OpenAIRemoteEngine)
+        assert standby.config.base_url == urls[2] and standby.stats().num_calls >= 3
+
+
+async def _scale_out_serve_and_scale_in(cfg):
+    """Scale a third engine out into the fix pool, move the pool's first engine away so
+    the new one serves every fix call, then scale it in once it is not the last.
+    Returns the engine that was started (stopped by then)."""
     backend = cfg.allocator.template["backend"]
     new = f"{backend}-auto-0"
     runtime = await build_runtime(cfg)
@@ -170,7 +191,8 @@ async def test_runtime_scales_out_and_in_through_the_config_provider(tmp_path, m
             if new in controller.pools[target].engine_ids:
                 break
         assert controller.engine_pool[new] == target
-        assert type(runtime.engines[new]) is type(runtime.engines[f"{backend}-0"])
+        started = runtime.engines[new]
+        assert type(started) is type(runtime.engines[f"{backend}-0"])
         assert allocator.provider.num_startable() == 0
         first = next(e for e in controller.pools[target].engine_ids if e != new)
         assert allocator.begin(Decision(DecisionKind.MOVE, first, target, "gen", "test"),
@@ -192,6 +214,7 @@ async def test_runtime_scales_out_and_in_through_the_config_provider(tmp_path, m
                 break
         assert new not in controller.engine_pool
         assert allocator.provider.num_startable() == 1
+        return started
     finally:
         await runtime.close()
 

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -16,8 +12,8 @@ import pytest
 
 from cortex.core import EngineRequest, SamplingParams
 from cortex.engine.base import EngineError
-from cortex.engine.models import smollm2_gguf_path
 from cortex.engine.openai_remote import OpenAIRemoteConfig, OpenAIRemoteEngine, parse_prometheus
+from tests.factories import free_port, llama_servers
 
 METRICS = """# HELP vllm:prefix_cache_queries Prefix cache queries, in tokens.
 # TYPE vllm:prefix_cache_queries counter
@@ -25,12 +21,6 @@ vllm:prefix_cache_queries_total{{engine="0",model_name="m"}} {queries}
 vllm:prefix_cache_hits_total{{engine="0",model_name="m"}} {hits}
 vllm:num_requests_running{{engine="0",model_name="m"}} 0.0
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def chat(question: str, max_tokens: int = 8) -> EngineRequest:
@@ -133,31 +123,8 @@ async def test_unreachable_url_fails_at_start() -> None:
 # ---- slow: a real llama.cpp server --------------------------------------------------------
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()),
-         "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1",
-         "--n_threads_batch", "1", "--n_ctx", "2048"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "llama_cpp.server exited during start-up"
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "llama_cpp.server did not start in 60 s"
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with llama_servers(1) as urls:
+        yield urls[0]
 
 
 @pytest.fixture
