@@ -104,9 +104,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    "policy (slo-pressure: PressureConfig fields), repeatable")
     p.add_argument("--alloc-interval", type=float, default=1.0,
                    help="cortex-malleable: seconds between allocator steps")
-    p.add_argument("--workflow-demand", action="store_true",
+    p.add_argument("--workflow-demand", action=argparse.BooleanOptionalAction, default=True,
                    help="cortex-malleable: a stage's offered load is at least its runs' "
-                   "first visits x its visits per run (docs/allocator.md)")
+                   "first visits x its visits per run (default; docs/allocator.md)")
     p.add_argument("--max-engines", type=int,
                    help="sim, cortex-malleable: engine budget for scale-out (> --engines)")
     p.add_argument("--timeline", type=Path, help="sim: write a timeline PNG (engines per "

@@ -17,7 +17,7 @@
       policy: slo-pressure         # or static (never moves)
       interval_s: 1.0              # seconds between policy steps
       options: {min_dwell_s: 15}   # the policy's options (slo-pressure: PressureConfig)
-      workflow_demand: false       # true: a stage's load >= first visits x visits per run
+      workflow_demand: true        # load >= first visits x visits per run (false: arrivals)
       max_engines: 4               # > the engines above: scale out up to this many
       standby_urls: []             # openai backend: servers new engines connect to
 
@@ -290,7 +290,7 @@ def _allocator(raw: Any, cfg: CortexConfig) -> AllocatorSection:
                 "a positive number of seconds" if strict else "a number of seconds >= 0")
             raise ConfigError(source, f"allocator.{key}", f"must be {want}, got {value!r}")
         timing[key] = float(value)
-    workflow_demand = raw.get("workflow_demand", False)
+    workflow_demand = raw.get("workflow_demand", True)
     if not isinstance(workflow_demand, bool):
         raise ConfigError(source, "allocator.workflow_demand",
                           f"must be true or false, got {workflow_demand!r}")

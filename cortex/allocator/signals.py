@@ -51,6 +51,7 @@ class _Rates:
     cost_s: float | None = None       # EWMA of expected service per arrival
     first_fast: float | None = None   # the same EWMAs of first visits per second
     first_slow: float | None = None
+    on_time: float | None = None      # EWMA of the share of finished calls within SLO
     visits: deque[tuple[float, int, int]] = field(default_factory=deque)  # (t, calls, first)
     costs: deque[tuple[float, float]] = field(default_factory=deque)  # (t, cost_s)
 
@@ -105,12 +106,15 @@ class LoadMonitor:
             per second x the stage's visits per run (over ``cost_window_s``): a stage
             that loops on itself (the fixer) sees its repeat visits only as fast as it
             serves the earlier ones, so the arrival rate alone lags its demand after a
-            shift, and lags most while the pool is short of engines.
+            shift, and lags most while the pool is short of engines. Repeat visits
+            count in the share of the pool's calls that finish in time (an EWMA at
+            ``slow_alpha``): a pool whose calls finish late is overloaded, and the
+            repeats still to come there belong to runs that miss their SLO anyway.
     """
 
     def __init__(self, alpha: float = 0.8, cost_window_s: float = 120.0,
                  slow_alpha: float = 0.1, shift_ratio: float = 0.5, shift_z: float = 3.0,
-                 viable_slack_factor: float = 1.0, workflow_demand: bool = False) -> None:
+                 viable_slack_factor: float = 1.0, workflow_demand: bool = True) -> None:
         if not (0.0 < alpha <= 1.0 and 0.0 < slow_alpha <= 1.0):
             raise ValueError(f"load EWMA weights must be in (0, 1], got {alpha}, {slow_alpha}")
         self.alpha, self.slow_alpha, self.shift_ratio = alpha, slow_alpha, shift_ratio
@@ -190,7 +194,9 @@ class LoadMonitor:
     def _foreseen_calls(self, w: _Window, rates: _Rates, span: float, now: float,
                         close: bool) -> float:
         """``workflow_demand``: first visits per second (smoothed like all arrivals) x
-        visits per run over ``cost_window_s``."""
+        visits per run over ``cost_window_s``, the repeat visits weighted by the share
+        of the pool's calls that finish within their run's SLO (slow EWMA): under
+        overload the repeats still to come belong to runs that miss anyway."""
         ffast, fslow = rates.first_fast, rates.first_slow
         if span > 0:
             ffast = self._smooth(ffast, w.num_first / span, self.alpha)
@@ -198,11 +204,18 @@ class LoadMonitor:
         visits = rates.visits
         first = sum(v[2] for v in visits) + w.num_first
         total = sum(v[1] for v in visits) + w.num_arrived
+        on_time = rates.on_time
+        if w.num_finished:
+            on_time = self._smooth(on_time, 1 - w.num_late / w.num_finished, self.slow_alpha)
         if close:
             rates.first_fast, rates.first_slow = ffast, fslow
+            rates.on_time = on_time
             visits.append((now, w.num_arrived, w.num_first))
             self._prune(visits, now)
-        return self._level(ffast, fslow, span) * total / first if first else 0.0
+        if not first:
+            return 0.0
+        repeats = (total / first - 1) * (1.0 if on_time is None else on_time)
+        return self._level(ffast, fslow, span) * (1 + repeats)
 
     def _prune(self, window: deque, now: float) -> None:
         """Drop entries older than ``cost_window_s`` (each entry starts with its time)."""

@@ -19,7 +19,8 @@ class AllocatorConfig:
         cost_window_s: the unloaded cost per call is the least seen over this long.
         cold_window_s: a moved engine's calls this soon after arriving count as cold-start.
         workflow_demand: a stage's offered calls are at least its runs' first visits x
-            its visits per run (``LoadMonitor``); off by default.
+            its visits per run, repeats weighted by the share of its calls finishing in
+            time (``LoadMonitor``); on by default.
     """
 
     policy: str = "slo-pressure"
@@ -28,7 +29,7 @@ class AllocatorConfig:
     load_alpha: float = 0.8
     cost_window_s: float = 120.0
     cold_window_s: float = 30.0
-    workflow_demand: bool = False
+    workflow_demand: bool = True
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0 or self.cold_window_s < 0:

@@ -138,12 +138,13 @@ async def evaluate(questions: list[Any], args: argparse.Namespace) -> dict[str, 
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    lines = [f"questions: {summary['questions']}   execution accuracy: "
-             f"{summary['execution_accuracy']:.1%}   succeeded runs: {summary['runs_succeeded']}",
-             f"first-try success: {summary['first_try_success']:.1%}   mean retries (fix calls): "
-             f"{summary['mean_retries']}   fix success rate: "
-             + ("-" if summary["fix_success_rate"] is None
-                else f"{summary['fix_success_rate']:.1%}"),
+    fix_rate = summary["fix_success_rate"]
+    lines = [(f"questions: {summary['questions']}   execution accuracy: "
+              f"{summary['execution_accuracy']:.1%}   succeeded runs: "
+              f"{summary['runs_succeeded']}"),
+             (f"first-try success: {summary['first_try_success']:.1%}   mean retries (fix "
+              f"calls): {summary['mean_retries']}   fix success rate: "
+              + ("-" if fix_rate is None else f"{fix_rate:.1%}")),
              "by difficulty:"]
     lines += [f"  {d:<14} n={v['n']:<4} accuracy={v['accuracy']:.1%}"
               for d, v in summary["by_difficulty"].items()]

@@ -65,7 +65,7 @@ def allocator_config(args: argparse.Namespace) -> AllocatorConfig:
         raise ValueError(where + str(exc)) from None
     return AllocatorConfig(policy, interval_s=getattr(args, "alloc_interval", 1.0),
                            policy_options=options,
-                           workflow_demand=getattr(args, "workflow_demand", False))
+                           workflow_demand=getattr(args, "workflow_demand", True))
 
 
 def write_timeline(report: dict[str, Any], cfg: SimBenchConfig, path: Path) -> Path | None:

@@ -34,15 +34,16 @@ def _data(tmp_path, allocator=None, engines=None, policy="cortex-malleable"):
 def test_section_sets_the_allocator_config(tmp_path):
     cfg = parse_config(_data(tmp_path, {"policy": "static", "interval_s": 0.5,
                                         "cold_window_s": 0, "load_alpha": 0.25,
-                                        "cost_window_s": 60, "workflow_demand": True}))
+                                        "cost_window_s": 60, "workflow_demand": False}))
     section = cfg.allocator
     assert section is not None and section.template is None and section.max_engines is None
     c = section.config
     assert (c.policy, c.interval_s, c.cold_window_s, c.load_alpha, c.cost_window_s,
-            c.workflow_demand) == ("static", 0.5, 0.0, 0.25, 60.0, True)
+            c.workflow_demand) == ("static", 0.5, 0.0, 0.25, 60.0, False)
     options = parse_config(_data(tmp_path, {"options": {"min_dwell_s": 5, "warmup_s": 0}}))
     assert options.allocator.config.policy == "slo-pressure"
     assert options.allocator.config.policy_options == {"min_dwell_s": 5, "warmup_s": 0}
+    assert options.allocator.config.workflow_demand is True  # the default
     assert parse_config(_data(tmp_path)).allocator is None
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from cortex.allocator.signals import LoadMonitor
 from cortex.allocator.types import EngineLoad
+from cortex.core import Usage
 from cortex.pool.pool import StagePool
 from cortex.pool.router import ROUTERS
 from cortex.pool.scheduler import SCHEDULERS
@@ -118,29 +119,38 @@ def _visit(call_id: str, attempt: int):
     return call
 
 
-def test_workflow_demand_counts_the_repeat_visits_a_shift_will_bring():
-    # A fixer loops on itself: 10 runs/s enter it, each visits it 1.5 times (every
-    # other run fixes twice). After a shift to 40 runs/s entering, the repeat visits
-    # arrive only as fast as the short pool serves the first ones; the workflow-aware
-    # estimate counts them at once, the arrival rate does not.
-    def run(workflow_demand: bool) -> float:
-        monitor, pool = LoadMonitor(workflow_demand=workflow_demand), _pool()
-        monitor.open("p", 0.0)
-        for t in range(60):
-            for i in range(10):
-                monitor.observe_submit("p", _visit(f"{t}-{i}", 1), float(t))
-            for i in range(5):
-                monitor.observe_submit("p", _visit(f"{t}-{i}r", 2), float(t))
-            load = monitor.snapshot(pool, "m", (), (), t + 1.0)
-        assert abs(load.work_rate - 15.0) < 0.5          # steady: both agree
-        for t in range(60, 63):                          # 40 first visits, repeats lag
-            for i in range(40):
-                monitor.observe_submit("p", _visit(f"{t}-{i}", 1), float(t))
-            for i in range(5):
-                monitor.observe_submit("p", _visit(f"{t}-{i}r", 2), float(t))
-            load = monitor.snapshot(pool, "m", (), (), t + 1.0)
-        return load.work_rate
+def _fixer_shift(workflow_demand: bool, late: bool = False) -> float:
+    """A fixer loops on itself: 10 runs/s enter it, each visits it 1.5 times (every
+    other run fixes twice). After a shift to 40 runs/s entering, the repeat visits
+    arrive only as fast as the short pool serves the first ones. ``late``: from the
+    shift on, every call the pool finishes is past its run's deadline."""
+    monitor, pool = LoadMonitor(workflow_demand=workflow_demand), _pool()
+    monitor.open("p", 0.0)
+    for t in range(63):
+        for i in range(40 if t >= 60 else 10):
+            monitor.observe_submit("p", _visit(f"{t}-{i}", 1), float(t))
+        for i in range(5):
+            monitor.observe_submit("p", _visit(f"{t}-{i}r", 2), float(t))
+        for i in range(15):
+            done = _visit(f"{t}-{i}d", 1)
+            done.deadline = t if late and t >= 60 else 1e9
+            monitor.observe("p", done, Usage(), t + 0.5)
+        load = monitor.snapshot(pool, "m", (), (), t + 1.0)
+        if t == 59:
+            assert abs(load.work_rate - 15.0) < 0.5      # steady: both estimates agree
+    return load.work_rate
 
-    plain, aware = run(False), run(True)
+
+def test_workflow_demand_counts_the_repeat_visits_a_shift_will_bring():
+    # The workflow-aware estimate counts the repeats at once, the arrival rate does not.
+    plain, aware = _fixer_shift(False), _fixer_shift(True)
     assert plain < 46                                    # what arrived: ~45 calls/s
     assert aware > 55                                    # 40 x ~1.5 visits per run
+
+
+def test_workflow_demand_discounts_repeats_while_the_pool_finishes_calls_late():
+    # Under overload the repeats still to come belong to runs that miss their SLO:
+    # they count in the share of calls the pool finishes in time (a slow EWMA).
+    on_time, late = _fixer_shift(True), _fixer_shift(True, late=True)
+    assert late < on_time - 3
+    assert late > 40                                     # first visits still count
