@@ -322,13 +322,30 @@ class PressurePolicy(BaseAllocationPolicy):
                         f"least slack {pool.min_slack_s}) and no move helps")
 
     def _scale_in(self, ctx: AllocationContext, idle: dict[str, float]) -> Decision | None:
+        """Retire a provider-started engine of a pool idle for ``scale_in_idle_s``. When it
+        is its pool's only engine (the pool's own engines moved away while it served),
+        first move a configured engine over from a compatible idle pool that has two or
+        more, so the started one can go: otherwise it would keep running for good."""
+        settled = {p.name for p in ctx.pools
+                   if p.name in idle and ctx.now - idle[p.name] >= self.config.scale_in_idle_s}
         for pool in ctx.pools:
-            since = idle.get(pool.name)
-            if since is None or ctx.now - since < self.config.scale_in_idle_s:
+            if pool.name not in settled:
                 continue
             spare = [e for e in pool.active if e.can_retire and e.in_flight == 0]
-            if spare and pool.num_active >= 2:
-                engine = min(spare, key=lambda e: e.engine_id)
+            if not spare:
+                continue
+            engine = min(spare, key=lambda e: e.engine_id)
+            if pool.num_active >= 2:
                 return Decision(DecisionKind.SCALE_IN, engine.engine_id, pool.name, "",
-                                f"{pool.name} idle for {ctx.now - since:.0f} s")
+                                f"{pool.name} idle for {ctx.now - idle[pool.name]:.0f} s")
+            for donor in ctx.pools:
+                if donor is pool or donor.name not in settled or donor.model != pool.model:
+                    continue
+                kept = [e for e in donor.active if not e.can_retire and e.in_flight == 0
+                        and e.home == donor.name]
+                if kept and donor.num_active >= 2:
+                    moved = min(kept, key=lambda e: e.engine_id)
+                    return Decision(DecisionKind.MOVE, moved.engine_id, donor.name, pool.name,
+                                    f"make room to retire {engine.engine_id}: {pool.name} "
+                                    f"and {donor.name} idle")
         return None

@@ -173,6 +173,37 @@ async def test_runtime_scales_out_onto_a_real_standby_server(tmp_path):
         assert standby.config.base_url == urls[2] and standby.stats().num_calls >= 3
 
 
+@pytest.mark.slow
+async def test_policy_scales_out_onto_a_standby_server_under_load_and_in_when_idle(tmp_path):
+    # No decision by hand: runs whose SLO cannot be met threaten the generator pool, the
+    # slo-pressure policy starts an engine on the standby server, which serves some of the
+    # queued calls; once every pool is idle the policy retires it.
+    with llama_servers(3) as urls:
+        engines = [{"backend": "openai", "urls": urls[:2], "max_concurrency": 1}]
+        options = {"warmup_s": 0, "scale_in_idle_s": 1.0, "scale_cooldown_s": 0.5}
+        cfg = parse_config(_data(tmp_path, {"interval_s": 0.05, "options": options,
+                                            "standby_urls": urls[2:]}, engines))
+        runtime = await build_runtime(cfg)
+        try:
+            allocator = runtime.controller.allocator
+            runs = [runtime.submit("w", {"q": f"question {i}"}, slo_s=0.05, timeout_s=120)
+                    for i in range(10)]
+            done = [await runtime.wait(r.run_id) for r in runs]
+            assert [r.status.value for r in done] == ["succeeded"] * 10, [r.reason for r in done]
+            served = {t.engine_id for r in done for t in r.trace}
+            assert "openai-auto-0" in served
+            for _ in range(400):
+                await asyncio.sleep(0.01)
+                if "openai-auto-0" not in runtime.engines:
+                    break
+            kinds = [(r.decision.kind, r.decision.engine_id) for r in allocator.records]
+            assert (DecisionKind.SCALE_OUT, "openai-auto-0") in kinds, kinds
+            assert (DecisionKind.SCALE_IN, "openai-auto-0") in kinds, kinds
+            assert "openai-auto-0" not in runtime.controller.engine_pool
+        finally:
+            await runtime.close()
+
+
 async def _scale_out_serve_and_scale_in(cfg):
     """Scale a third engine out into the fix pool, move the pool's first engine away so
     the new one serves every fix call, then scale it in once it is not the last.

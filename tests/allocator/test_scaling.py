@@ -48,6 +48,29 @@ def test_policy_scales_in_a_started_engine_after_idling():
     assert [(d.kind, d.engine_id) for d in decisions] == [(DecisionKind.SCALE_IN, "fix5")]
 
 
+def test_a_started_engine_left_alone_in_its_pool_is_retired_after_a_move_makes_room():
+    # The generator's own engine moved away while the started one served it; once both
+    # pools idle, a fix engine moves over first (a pool is never emptied), then the started
+    # engine is retired. Without the move it would run for good.
+    policy = PressurePolicy(warmup_s=0, scale_in_idle_s=30.0, scale_cooldown_s=0.0)
+    started = engines("gen", 1, start=9)[0]._replace(can_retire=True)
+    gen = load("gen", engine_list=(started,))
+    fix = load("fix", 2)
+    decisions, state = policy.decide(ctx(0.0, gen, fix), policy.initial_state())
+    assert decisions == []
+    (move,), state = policy.decide(ctx(31.0, gen, fix), state)
+    assert (move.kind, move.engine_id, move.source, move.target) == (
+        DecisionKind.MOVE, "fix0", "fix", "gen")
+    gen = load("gen", engine_list=(started, engines("fix", 1)[0]._replace(home="gen")))
+    fix = load("fix", engine_list=engines("fix", 1, start=1))
+    (retire,), state = policy.decide(ctx(32.0, gen, fix), state)
+    assert (retire.kind, retire.engine_id) == (DecisionKind.SCALE_IN, "gen9")
+    gen = load("gen", engine_list=(started,))
+    other_model = load("fix", 2, model="gemma")      # no compatible donor: nothing to do
+    _, state = policy.decide(ctx(0.0, gen, other_model), policy.initial_state())
+    assert policy.decide(ctx(31.0, gen, other_model), state)[0] == []
+
+
 def test_allocator_adds_started_engines_and_retires_them():
     sim_engines: dict[str, SimEngine] = {}
     provider = SimEngineProvider(sim_engines, SMALL, max_engines=4, startup_s=2.0)
