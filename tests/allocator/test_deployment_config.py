@@ -192,7 +192,7 @@ async def test_policy_scales_out_onto_a_standby_server_under_load_and_in_when_id
             assert [r.status.value for r in done] == ["succeeded"] * 10, [r.reason for r in done]
             served = {t.engine_id for r in done for t in r.trace}
             assert "openai-auto-0" in served
-            for _ in range(400):
+            for _ in range(1000):
                 await asyncio.sleep(0.01)
                 if "openai-auto-0" not in runtime.engines:
                     break
