@@ -11,6 +11,12 @@ Cache accounting stays honest (docs/engines.md):
 * server-wide, ``refresh_server_metrics()`` reads vLLM's Prometheus counters
   (``vllm:prefix_cache_hits`` / ``vllm:prefix_cache_queries``, or the older
   ``vllm:gpu_prefix_cache_hit_rate`` gauge) as deltas since ``start()``;
+* the scheduler's gauges — ``vllm:num_requests_waiting`` and KV-cache usage
+  (``vllm:kv_cache_usage_perc``, or v0's ``vllm:gpu_cache_usage_perc``) — are polled
+  every ``metrics_interval_s`` while the engine runs, so the allocator sees calls the
+  server holds but cannot run yet (``num_waiting``) and its memory pressure
+  (``kv_usage()``), as it does for simulated engines; servers without vLLM metrics
+  report neither;
 * ``tokenize()`` returns ``[]`` (no local tokenizer; a synchronous HTTP call
   would block the event loop) and ``cached_prefix_len()`` returns 0, so routers
   place remote calls by load only.
@@ -49,6 +55,10 @@ class OpenAIRemoteConfig:
         use_chat: send ``messages`` to ``/v1/chat/completions`` (the server applies the
             chat template); False flattens them into a ``/v1/completions`` prompt.
         max_concurrency: calls in flight on this engine (the server batches them).
+        metrics_interval_s: how often to read the server's scheduler gauges (waiting
+            requests, KV-cache usage) from ``/metrics``; 0 never does. Only when the
+            server exports vLLM metrics at start. If several engines share one server,
+            each sees the whole server's gauges.
     """
 
     base_url: str
@@ -60,13 +70,15 @@ class OpenAIRemoteConfig:
     retry_backoff_s: float = 0.2
     use_chat: bool = True
     max_concurrency: int = 8
+    metrics_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.base_url, str) or not re.match(r"^https?://", self.base_url):
             raise ValueError(f"OpenAIRemoteConfig.base_url must be an http(s) URL, "
                              f"got {self.base_url!r}")
         self.base_url = re.sub(r"/v1/?$", "", self.base_url.rstrip("/"))
-        for name in ("connect_timeout_s", "read_timeout_s", "retry_backoff_s"):
+        for name in ("connect_timeout_s", "read_timeout_s", "retry_backoff_s",
+                     "metrics_interval_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"OpenAIRemoteConfig.{name} must be a number >= 0, "
@@ -113,6 +125,8 @@ class OpenAIRemoteEngine(BaseEngine):
         self._slots: asyncio.Semaphore | None = None
         self._stats = RemoteStats()
         self._metrics_at_start: dict[str, float] | None = None
+        self._gauges: dict[str, float] = {}
+        self._poller: asyncio.Task[None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -140,8 +154,16 @@ class OpenAIRemoteEngine(BaseEngine):
         self._client = client
         self._slots = asyncio.Semaphore(self.config.max_concurrency)
         self._metrics_at_start = await self._read_metrics()
+        if self._metrics_at_start is not None:
+            self._gauges = self._metrics_at_start
+            if self.config.metrics_interval_s > 0:
+                self._poller = asyncio.create_task(self._poll_metrics())
 
     async def close(self) -> None:
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -161,6 +183,19 @@ class OpenAIRemoteEngine(BaseEngine):
     def cached_prefix_len(self, tokens: list[int], model: str | None = None) -> int:
         return 0
 
+    @property
+    def num_waiting(self) -> int:
+        """Requests the server holds but does not run yet (its last ``/metrics`` read;
+        0 when it exports no such gauge)."""
+        return int(self._gauges.get("vllm:num_requests_waiting", 0))
+
+    def kv_usage(self) -> float | None:
+        """Fraction of the server's KV cache in use (last read), None when unknown."""
+        for name in ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"):
+            if name in self._gauges:
+                return self._gauges[name]
+        return None
+
     def stats(self) -> RemoteStats:
         return replace(self._stats)
 
@@ -173,7 +208,16 @@ class OpenAIRemoteEngine(BaseEngine):
         now = await self._read_metrics()
         counters = None if now is None else _counters(self._metrics_at_start or {}, now)
         self._stats.server_prefix_cache = counters
+        if now is not None:
+            self._gauges = now
         return counters
+
+    async def _poll_metrics(self) -> None:
+        while self._client is not None:
+            await asyncio.sleep(self.config.metrics_interval_s)
+            now = await self._read_metrics()
+            if now is not None:
+                self._gauges = now
 
     # ---- calls ---------------------------------------------------------------------------
     async def generate(self, request: EngineRequest) -> Completion:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cortex.allocator.signals import kv_usage, num_waiting
 from cortex.core import EngineRequest, SamplingParams
 from cortex.engine.base import EngineError
 from cortex.engine.openai_remote import OpenAIRemoteConfig, OpenAIRemoteEngine, parse_prometheus
@@ -20,6 +21,8 @@ METRICS = """# HELP vllm:prefix_cache_queries Prefix cache queries, in tokens.
 vllm:prefix_cache_queries_total{{engine="0",model_name="m"}} {queries}
 vllm:prefix_cache_hits_total{{engine="0",model_name="m"}} {hits}
 vllm:num_requests_running{{engine="0",model_name="m"}} 0.0
+vllm:num_requests_waiting{{engine="0",model_name="m"}} {waiting}
+vllm:kv_cache_usage_perc{{engine="0",model_name="m"}} {kv}
 """
 
 
@@ -34,6 +37,7 @@ class FakeVllm:
     def __init__(self, connect_failures: int = 0) -> None:
         self.connect_failures = connect_failures
         self.hits, self.queries = 1000.0, 4000.0
+        self.waiting, self.kv = 0, 0.25
         self.bodies: list[dict[str, Any]] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -44,7 +48,8 @@ class FakeVllm:
         if path == "/v1/models":
             return httpx.Response(200, json={"data": [{"id": "m"}]})
         if path == "/metrics":
-            return httpx.Response(200, text=METRICS.format(hits=self.hits, queries=self.queries))
+            return httpx.Response(200, text=METRICS.format(hits=self.hits, queries=self.queries,
+                                                           waiting=self.waiting, kv=self.kv))
         body = json.loads(request.content)
         self.bodies.append(body)
         if body.get("max_tokens") == 99:
@@ -75,7 +80,8 @@ def test_config_validation_and_url_normalisation() -> None:
 
 
 def test_parse_prometheus_sums_label_sets() -> None:
-    text = METRICS.format(hits=5, queries=7) + 'vllm:prefix_cache_hits_total{engine="1"} 2\n'
+    text = (METRICS.format(hits=5, queries=7, waiting=3, kv=0.5)
+            + 'vllm:prefix_cache_hits_total{engine="1"} 2\n')
     metrics = parse_prometheus(text)
     assert metrics["vllm:prefix_cache_hits_total"] == 7.0
     assert metrics["vllm:prefix_cache_queries_total"] == 7.0
@@ -97,6 +103,24 @@ async def test_reports_cached_tokens_and_server_counters() -> None:
     assert stats.num_cached_prompt_tokens == 192 and stats.server_prefix_cache == counters
     assert engine.tokenize(chat("x")) == [] and engine.cached_prefix_len([1, 2]) == 0
     await engine.close()
+
+
+async def test_polls_the_servers_waiting_requests_and_kv_usage_for_the_allocator() -> None:
+    server = FakeVllm()
+    engine = await fake_engine(server, metrics_interval_s=0.01)
+    assert (engine.num_waiting, engine.kv_usage()) == (0, 0.25)
+    assert (num_waiting(engine), kv_usage(engine)) == (0, 0.25)   # what the allocator reads
+    server.waiting, server.kv = 7, 0.9
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if engine.num_waiting == 7:
+            break
+    assert (num_waiting(engine), kv_usage(engine)) == (7, 0.9)
+    await engine.close()
+    assert engine._poller is None
+    quiet = await fake_engine(FakeVllm(), metrics_interval_s=0)   # 0: read at start only
+    assert quiet._poller is None and quiet.num_waiting == 0
+    await quiet.close()
 
 
 async def test_retries_connection_failures_only() -> None:
