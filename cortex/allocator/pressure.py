@@ -324,13 +324,11 @@ class PressurePolicy(BaseAllocationPolicy):
     def _scale_in(self, ctx: AllocationContext, idle: dict[str, float]) -> Decision | None:
         """Retire a provider-started engine of a pool idle for ``scale_in_idle_s``. When it
         is its pool's only engine (the pool's own engines moved away while it served),
-        first move a configured engine over from a compatible idle pool that has two or
-        more, so the started one can go: otherwise it would keep running for good."""
-        settled = {p.name for p in ctx.pools
-                   if p.name in idle and ctx.now - idle[p.name] >= self.config.scale_in_idle_s}
-        for pool in ctx.pools:
-            if pool.name not in settled:
-                continue
+        first move a configured engine over (``_make_room``), so the started one can go:
+        otherwise it would keep running for good."""
+        settled = [p for p in ctx.pools
+                   if p.name in idle and ctx.now - idle[p.name] >= self.config.scale_in_idle_s]
+        for pool in settled:
             spare = [e for e in pool.active if e.can_retire and e.in_flight == 0]
             if not spare:
                 continue
@@ -338,14 +336,23 @@ class PressurePolicy(BaseAllocationPolicy):
             if pool.num_active >= 2:
                 return Decision(DecisionKind.SCALE_IN, engine.engine_id, pool.name, "",
                                 f"{pool.name} idle for {ctx.now - idle[pool.name]:.0f} s")
-            for donor in ctx.pools:
-                if donor is pool or donor.name not in settled or donor.model != pool.model:
-                    continue
-                kept = [e for e in donor.active if not e.can_retire and e.in_flight == 0
-                        and e.home == donor.name]
-                if kept and donor.num_active >= 2:
-                    moved = min(kept, key=lambda e: e.engine_id)
-                    return Decision(DecisionKind.MOVE, moved.engine_id, donor.name, pool.name,
-                                    f"make room to retire {engine.engine_id}: {pool.name} "
-                                    f"and {donor.name} idle")
+            room = self._make_room(pool, engine.engine_id, settled)
+            if room is not None:
+                return room
+        return None
+
+    @staticmethod
+    def _make_room(pool: PoolLoad, retiring: str, settled: list[PoolLoad]) -> Decision | None:
+        """Move an idle configured engine to ``pool`` from a compatible settled pool with
+        two or more engines."""
+        for donor in settled:
+            if donor is pool or donor.model != pool.model or donor.num_active < 2:
+                continue
+            kept = [e for e in donor.active if not e.can_retire and e.in_flight == 0
+                    and e.home == donor.name]
+            if kept:
+                moved = min(kept, key=lambda e: e.engine_id)
+                return Decision(DecisionKind.MOVE, moved.engine_id, donor.name, pool.name,
+                                f"make room to retire {retiring}: {pool.name} and "
+                                f"{donor.name} idle")
         return None

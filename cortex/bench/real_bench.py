@@ -52,9 +52,9 @@ async def run_policy(policy: str, rate: float, trace: list[Arrival], args: argpa
                      "cache_mb": args.cache_mb or 64.0}],
     }
     options = dict(getattr(args, "alloc_option", None) or [])
-    workflow_demand = getattr(args, "workflow_demand", True)
-    if is_malleable(policy) and (options or not workflow_demand):
-        data["allocator"] = {"options": options, "workflow_demand": workflow_demand}
+    if is_malleable(policy):
+        data["allocator"] = {"options": options,
+                             "workflow_demand": getattr(args, "workflow_demand", True)}
     cfg = parse_config(data, source="<cortex bench flags>")
     oracle = OracleCache(block_size=1)
     runtime = await build_runtime(cfg, observe=lambda req: oracle.observe(req.prompt_tokens))
