@@ -81,6 +81,9 @@ class EngineRequest:
     model: str | None = None
     # Simulated engines only: how many tokens the synthetic model will emit.
     sim_output_tokens: int | None = None
+    # Simulated outcomes only: the chance that the knobs applied to this call (a
+    # shorter output, a lighter model; their costs) make a correct answer wrong.
+    sim_quality_loss: float = 0.0
 
 
 @dataclass(slots=True)

@@ -22,7 +22,8 @@ class SimWorkload(Protocol):
     def build_request(self, call_id: str, run_id: str, stage: str, attempt: int,
                       max_tokens: int) -> EngineRequest: ...
 
-    def tool_result(self, run_id: str, stage: str, attempt: int) -> tuple[float, ToolResult]: ...
+    def tool_result(self, run_id: str, stage: str, attempt: int,
+                    quality_loss: float = 0.0) -> tuple[float, ToolResult]: ...
 
 
 class Arrival(Protocol):
@@ -65,6 +66,7 @@ class Simulator:
         self._seq = itertools.count()
         self._wake_at: dict[str, float] = {}
         self._running: dict[str, StageCall] = {}   # request id -> call on an engine
+        self._quality_loss: dict[str, float] = {}  # run id -> knobs' loss on its latest answer
         self._tick_at: float | None = None
         self._num_ticks_queued = 0
 
@@ -123,17 +125,20 @@ class Simulator:
                 self._cancel(action.call)
             elif isinstance(action, RunFinished):
                 self.finished.append(action.run)
+                self._quality_loss.pop(action.run.run_id, None)
 
     def _start(self, call: StageCall, engine_id: str) -> None:
         if not call.stage.is_llm:
-            latency, result = self.workload.tool_result(call.run_id, call.stage.name,
-                                                        call.attempt)
+            latency, result = self.workload.tool_result(
+                call.run_id, call.stage.name, call.attempt,
+                self._quality_loss.get(call.run_id, 0.0))
             self._push(self.now + latency, _TOOL, (call, result))
             return
         request = call.request
         assert request is not None
         if self.on_llm_submit is not None:
             self.on_llm_submit(request)
+        self._quality_loss[call.run_id] = request.sim_quality_loss  # the run's latest LLM answer
         self._running[request.request_id] = call
         self.engines[engine_id].submit(request, self.now)
         self._rewake(engine_id)

@@ -162,8 +162,14 @@ class NL2SQLWorkload:
         out = plan.output_tokens[min(llm_index, len(plan.output_tokens) - 1)]
         return EngineRequest(call_id, prompt_tokens=tokens, sim_output_tokens=min(out, max_tokens))
 
-    def tool_result(self, run_id: str, stage: str, attempt: int) -> tuple[float, ToolResult]:
-        """Latency and result of a tool call, shaped like the real NL2SQL tools' output."""
+    def tool_result(self, run_id: str, stage: str, attempt: int,
+                    quality_loss: float = 0.0) -> tuple[float, ToolResult]:
+        """Latency and result of a tool call, shaped like the real NL2SQL tools' output.
+
+        ``quality_loss``: the chance that knobs applied to the run's latest LLM call
+        (``EngineRequest.sim_quality_loss``) made its answer wrong. A verify step
+        whose planned label is a pass fails with that probability, drawn per (seed,
+        run, attempt) so every policy sees the same draw for the same knobs."""
         plan = self.runs[run_id]
         base = self.config.tool_latency_s.get(stage, 0.001)
         latency = base * plan.tool_jitter[(attempt * 3 + len(stage)) % len(plan.tool_jitter)]
@@ -174,6 +180,10 @@ class NL2SQLWorkload:
             return latency, ToolResult(OK, {"sql": "SELECT 1", "columns": [], "rows": [],
                                             "truncated": False, "error": ""})
         label = plan.attempt_labels[min(attempt - 1, len(plan.attempt_labels) - 1)]
+        if label == OK and quality_loss > 0:
+            draw = random.Random(f"quality-{self.seed}-{run_id}-{attempt}")
+            if draw.random() < quality_loss:
+                label = draw.choice(FAIL_LABELS)
         return latency, ToolResult(label, {"label": label, "message": label, "sql": "SELECT 1",
                                            "rows": [], "columns": []})
 

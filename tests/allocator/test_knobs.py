@@ -43,6 +43,8 @@ def test_negative_slack_turns_cheapest_reachable_knobs_and_records_them():
     (fix,) = starts(c.complete(check.call, result("error"), 2.5))         # late: slack < 0
     assert [t["knob"] for t in turned(run)] == ["short-fix"]              # short-gen is behind
     assert fix.call.request.params.max_tokens == 3
+    assert fix.call.request.sim_quality_loss == pytest.approx(0.2)       # short-fix's cost
+    assert gen.call.request.sim_quality_loss == 0.0
     (check,) = starts(c.complete(fix.call, result(text="y"), 3.0))    # still late at check:
     assert [t["knob"] for t in turned(run)] == ["short-fix", "one-fix"]  # fix is still ahead
     c.complete(check.call, result("error"), 3.5)
@@ -125,3 +127,26 @@ def test_a_request_switched_to_another_model_gets_that_models_token_ids():
     pretokenized = EngineRequest("s", prompt_tokens=[7], model="gemma3-270m")
     retokenize_for_model(pretokenized, [both])
     assert untouched.prompt_tokens == [1, 2] and pretokenized.prompt_tokens == [7]
+
+
+def test_knob_costs_compound_into_the_requests_quality_loss_and_retry_budgets_add_none():
+    from types import SimpleNamespace
+
+    from cortex.allocator.knobs import apply_to_request, turn
+    from cortex.core import EngineRequest
+
+    run = SimpleNamespace(meta={}, arrival=0.0)
+    for knob in (Knob("short", KnobKind.MAX_TOKENS, "fix", 8, 0.2),
+                 Knob("light", KnobKind.MODEL, "fix", "gemma3-270m", 0.5),
+                 Knob("one", KnobKind.RETRY_BUDGET, "fix", 1, 0.3),   # loses runs itself
+                 Knob("gen", KnobKind.MAX_TOKENS, "gen", 8, 0.9)):    # another stage
+        turn(run, knob, -1.0, 1.0)
+    call = SimpleNamespace(stage=SimpleNamespace(name="fix"),
+                           request=EngineRequest("c", prompt_tokens=[1], sim_output_tokens=20))
+    apply_to_request(run, call)
+    assert call.request.sim_quality_loss == pytest.approx(1 - 0.8 * 0.5)
+    assert call.request.model == "gemma3-270m" and call.request.sim_output_tokens == 8
+    turn(run, Knob("wild", KnobKind.MAX_TOKENS, "fix", 4, 7.0), -1.0, 2.0)
+    again = SimpleNamespace(stage=call.stage, request=EngineRequest("d", prompt_tokens=[1]))
+    apply_to_request(run, again)
+    assert again.request.sim_quality_loss == 1.0                       # clamped, not > 1

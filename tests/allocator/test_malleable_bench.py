@@ -123,6 +123,48 @@ def test_knobs_are_recorded_per_policy():
     assert knobs["runs_with_knobs"] > 0 and knobs["turns"]
 
 
+def test_knobs_cost_quality_in_the_simulated_outcomes():
+    """A verify step after a call with knobs fails with the knobs' loss: a planned pass
+    stays a pass at loss 0, fails at loss 1, and the draw is the same for every policy."""
+    wl = NL2SQLWorkload(NL2SQLWorkloadConfig(), 3)
+    runs = wl.trace(10.0, 200)
+    passes = [(r.run_id, a + 1) for r in runs for a, label in enumerate(r.attempt_labels)
+              if label == "ok"]
+
+    def label(run_id, attempt, loss):
+        return wl.tool_result(run_id, "verify", attempt, loss)[1].outcome
+
+    assert all(label(r, a, 0.0) == "ok" for r, a in passes)
+    assert all(label(r, a, 1.0) != "ok" for r, a in passes)
+    half = [label(r, a, 0.5) for r, a in passes]
+    assert 0.35 < half.count("ok") / len(half) < 0.65
+    assert half == [label(r, a, 0.5) for r, a in passes]        # deterministic per trace
+    failing = [(r.run_id, a + 1) for r in runs for a, lb in enumerate(r.attempt_labels)
+               if lb != "ok"]
+    assert all(label(r, a, 1.0) == label(r, a, 0.0) for r, a in failing)  # stay as planned
+
+
+def test_turned_knobs_lose_runs_in_the_simulation():
+    """With knobs whose cost is certain failure, the runs that turn a shorter-fix knob
+    need more fixes than they would without it: the loss reaches the outcomes."""
+    from cortex.allocator.knobs import Knob, KnobKind, KnobSet
+
+    certain = KnobSet((Knob("short-fix", KnobKind.MAX_TOKENS, "fix", 48, 1.0),))
+    cfg = config(policies=["cortex"], rates=[80.0], knobs=True, num_requests=600)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("cortex.bench.sim_bench.nl2sql_knobs", lambda: certain)
+        _, sim = run_policy(cfg, "cortex", 80.0)
+    checked = 0
+    for run in (r for r in sim.finished if r.meta.get("knobs_turned")):
+        at = run.meta["knobs_turned"][0]["at_s"] + run.arrival
+        later = [t for t in run.trace if t.stage == "verify" and t.started_at >= at]
+        # the first verify after the turn may check a fix made before it; every later
+        # one checks a fix made with the knob, which a cost of 1 always makes wrong
+        assert all(t.outcome != "ok" for t in later[1:]), run.run_id
+        checked += len(later) > 1
+    assert checked > 0
+
+
 def test_cli_shift_timeline_and_json(tmp_path, capsys):
     out, png = tmp_path / "r.json", tmp_path / "t.png"
     code = main(["bench", "--engine", "sim", "--engines", "4", "--shift", "--max-seqs", "8",
