@@ -124,19 +124,20 @@ def edge_limit(run: Run, edge: Edge) -> int | None:
 def apply_to_request(run: Run, call: StageCall) -> None:
     """Apply the run's turned model / max-tokens knobs of ``call``'s stage to its request.
 
-    Each applied knob's cost, read as a probability (clamped to [0, 1]), adds to
-    ``request.sim_quality_loss``: the chance that the call's answer is wrong because
-    of the knobs. Only simulated outcomes use it (the NL2SQL workload model's
-    verify step); real engines ignore it."""
+    The applied knobs' costs, each read as a probability (clamped to [0, 1]),
+    compound into ``request.sim_quality_loss``: the chance that the call's answer is
+    wrong because of the knobs. Only simulated outcomes use it (the NL2SQL workload
+    model's verify step); real engines ignore it. Applying twice changes nothing."""
     request = call.request
     if request is None:
         return
+    keep = 1.0
     for t in turned(run):
         if t["stage"] != call.stage.name:
             continue
         if t["kind"] in (KnobKind.MODEL.value, KnobKind.MAX_TOKENS.value):
-            keep = 1.0 - min(1.0, max(0.0, float(t["cost"])))
-            request.sim_quality_loss = 1.0 - (1.0 - request.sim_quality_loss) * keep
+            keep *= 1.0 - min(1.0, max(0.0, float(t["cost"])))
+            request.sim_quality_loss = 1.0 - keep
         if t["kind"] == KnobKind.MODEL.value:
             request.model = str(t["value"])
         elif t["kind"] == KnobKind.MAX_TOKENS.value:

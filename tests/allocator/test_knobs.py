@@ -144,6 +144,7 @@ def test_knob_costs_compound_into_the_requests_quality_loss_and_retry_budgets_ad
     call = SimpleNamespace(stage=SimpleNamespace(name="fix"),
                            request=EngineRequest("c", prompt_tokens=[1], sim_output_tokens=20))
     apply_to_request(run, call)
+    apply_to_request(run, call)                                        # idempotent
     assert call.request.sim_quality_loss == pytest.approx(1 - 0.8 * 0.5)
     assert call.request.model == "gemma3-270m" and call.request.sim_output_tokens == 8
     turn(run, Knob("wild", KnobKind.MAX_TOKENS, "fix", 4, 7.0), -1.0, 2.0)
