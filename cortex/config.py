@@ -290,12 +290,14 @@ def _allocator(raw: Any, cfg: CortexConfig) -> AllocatorSection:
                 "a positive number of seconds" if strict else "a number of seconds >= 0")
             raise ConfigError(source, f"allocator.{key}", f"must be {want}, got {value!r}")
         timing[key] = float(value)
-    workflow_demand = raw.get("workflow_demand", True)
-    if not isinstance(workflow_demand, bool):
-        raise ConfigError(source, "allocator.workflow_demand",
-                          f"must be true or false, got {workflow_demand!r}")
+    flags = {}
+    if "workflow_demand" in raw:    # absent: AllocatorConfig's default
+        if not isinstance(raw["workflow_demand"], bool):
+            raise ConfigError(source, "allocator.workflow_demand",
+                              f"must be true or false, got {raw['workflow_demand']!r}")
+        flags["workflow_demand"] = raw["workflow_demand"]
     section = AllocatorSection(AllocatorConfig(policy=policy, policy_options=dict(options),
-                                               workflow_demand=workflow_demand, **timing))
+                                               **flags, **timing))
     _scale_out(raw, cfg, section)
     return section
 

@@ -137,7 +137,6 @@ def apply_to_request(run: Run, call: StageCall) -> None:
             continue
         if t["kind"] in (KnobKind.MODEL.value, KnobKind.MAX_TOKENS.value):
             keep *= 1.0 - min(1.0, max(0.0, float(t["cost"])))
-            request.sim_quality_loss = 1.0 - keep
         if t["kind"] == KnobKind.MODEL.value:
             request.model = str(t["value"])
         elif t["kind"] == KnobKind.MAX_TOKENS.value:
@@ -146,6 +145,7 @@ def apply_to_request(run: Run, call: StageCall) -> None:
                                                                     cap))
             if request.sim_output_tokens is not None:
                 request.sim_output_tokens = min(request.sim_output_tokens, cap)
+    request.sim_quality_loss = 1.0 - keep
 
 
 # ---- declarations ---------------------------------------------------------------------

@@ -53,8 +53,9 @@ async def run_policy(policy: str, rate: float, trace: list[Arrival], args: argpa
     }
     options = dict(getattr(args, "alloc_option", None) or [])
     if is_malleable(policy):
-        data["allocator"] = {"options": options,
-                             "workflow_demand": getattr(args, "workflow_demand", True)}
+        data["allocator"] = {"options": options}
+        if getattr(args, "workflow_demand", None) is not None:   # None: the config default
+            data["allocator"]["workflow_demand"] = args.workflow_demand
     cfg = parse_config(data, source="<cortex bench flags>")
     oracle = OracleCache(block_size=1)
     runtime = await build_runtime(cfg, observe=lambda req: oracle.observe(req.prompt_tokens))

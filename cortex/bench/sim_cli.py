@@ -63,9 +63,10 @@ def allocator_config(args: argparse.Namespace) -> AllocatorConfig:
     except PolicyOptionError as exc:
         where = f"--alloc-option {exc.option}: " if exc.option else "--alloc-option: "
         raise ValueError(where + str(exc)) from None
+    demand = getattr(args, "workflow_demand", None)   # None: AllocatorConfig's default
+    flags = {} if demand is None else {"workflow_demand": demand}
     return AllocatorConfig(policy, interval_s=getattr(args, "alloc_interval", 1.0),
-                           policy_options=options,
-                           workflow_demand=getattr(args, "workflow_demand", True))
+                           policy_options=options, **flags)
 
 
 def write_timeline(report: dict[str, Any], cfg: SimBenchConfig, path: Path) -> Path | None:
