@@ -56,7 +56,7 @@ class PressureConfig:
     urgent_ratio: float = 2.0       # ... unless the receiver is this many times as pressed
     min_pressure: float = 0.1       # a receiver below this (s/s per engine) is left alone
     max_moves_per_step: int = 8     # engines one step may move or lend (one pair)
-    drain_s: float = 10.0           # backlog counts as demand spread over this many seconds
+    drain_s: float = 3.0            # backlog counts as demand spread over this many seconds
     warmup_s: float = 10.0          # no moves until the load signals have this much history
     lend_below: float = 0.05        # a lender's pressure must be below this ...
     lend_after_s: float = 2.0       # ... and the engine at home at least this long
