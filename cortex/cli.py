@@ -97,6 +97,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--late-last", type=float, metavar="K", help="slack-ordered pools "
                    "serve calls later than -K x their expected service after every call "
                    "that can still meet its SLO (default: strict least-slack order)")
+    p.add_argument("--late-last-when-tipped", action="store_true", help="with --late-last: "
+                   "only while a pool's queue is mostly late calls (docs/architecture.md)")
     p.add_argument("--allocator", default="slo-pressure", choices=ALLOCATION_POLICIES.names(),
                    help="cortex-malleable: allocation policy")
     p.add_argument("--alloc-option", type=_option, action="append", default=[],

@@ -13,6 +13,7 @@
     server: {host: 127.0.0.1, port: 8080, api_key_env: CORTEX_API_KEY}
     late_last: 0                   # slack pools serve calls that can no longer meet their
                                    # SLO after those that can (omit: strict least slack)
+    late_last_when_tipped: false   # true: only while a pool's queue is mostly late calls
     allocator:                     # only with policy: cortex-malleable (docs/allocator.md)
       policy: slo-pressure         # or static (never moves)
       interval_s: 1.0              # seconds between policy steps
@@ -125,6 +126,7 @@ class CortexConfig:
     load_bound: int = 2
     tool_threads: int = 8
     late_last: float | None = None
+    late_last_when_tipped: bool = False
     server: ServerConfig = field(default_factory=ServerConfig)
     allocator: AllocatorSection | None = None
     source: str = "<config>"
@@ -177,6 +179,13 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
             raise ConfigError(source, "late_last", "must be a number >= 0 (times a call's "
                               f"expected service it may be late and still count), got {late!r}")
         cfg.late_last = float(late)
+    tipped = data.get("late_last_when_tipped", False)
+    if not isinstance(tipped, bool):
+        raise ConfigError(source, "late_last_when_tipped", f"must be true or false, got {tipped!r}")
+    if tipped and cfg.late_last is None:
+        raise ConfigError(source, "late_last_when_tipped", "needs late_last: K (how late a "
+                          "call may be and still count) to be set")
+    cfg.late_last_when_tipped = tipped
     cfg.server = _server(data.get("server", {}), source)
     if "allocator" in data:
         cfg.allocator = _allocator(data["allocator"], cfg)

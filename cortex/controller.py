@@ -77,13 +77,15 @@ class Controller:
         late_factor: slack-ordered pools serve calls later than -late_factor x their
             expected service after every call that can still meet its SLO
             (``StagePool.late_factor``); None: strict least-slack order.
+        late_when_tipped: with ``late_factor``, only while a pool has tipped into a
+            mostly late queue (``StagePool.late_when_tipped``).
     """
 
     def __init__(self, orchestrator: Orchestrator, layout: Layout,
                  engines: dict[str, list[EngineView]], prepare: Preparer,
                  max_queue: int = 1024, load_bound: int = 2,
                  allocator: Allocator | None = None,
-                 late_factor: float | None = None) -> None:
+                 late_factor: float | None = None, late_when_tipped: bool = False) -> None:
         self.orchestrator = orchestrator
         self.layout = layout
         self.prepare = prepare
@@ -93,7 +95,8 @@ class Controller:
             router = ROUTERS.get(spec.router)(load_bound=load_bound)
             pool = StagePool(spec.name, spec.stages, SCHEDULERS.get(spec.scheduler), router,
                              max_queue=max_queue,
-                             late_factor=late_factor if spec.scheduler == "slack" else None)
+                             late_factor=late_factor if spec.scheduler == "slack" else None,
+                             late_when_tipped=late_when_tipped)
             views = engines.get(spec.name) or [
                 ExecutorSlot(f"{spec.name}-{i}") for i in range(spec.num_engines)]
             for view in views:

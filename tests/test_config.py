@@ -22,6 +22,8 @@ def test_example_config_loads():
     ({"server": {"hots": "0.0.0.0"}}, "server.hots", "unknown field"),
     ({"late_last": -1}, "late_last", "number >= 0"),
     ({"late_last": True}, "late_last", "number >= 0"),
+    ({"late_last": 1, "late_last_when_tipped": "yes"}, "late_last_when_tipped", "true or false"),
+    ({"late_last_when_tipped": True}, "late_last_when_tipped", "needs late_last"),
 ])
 def test_bad_config_names_the_field(data, where, what):
     with pytest.raises(ConfigError) as info:
@@ -33,14 +35,17 @@ def test_bad_config_names_the_field(data, where, what):
 async def test_late_last_reaches_the_slack_pools_only(tmp_path):
     from cortex.runtime.build import build_runtime
 
-    cfg = parse_config({"policy": "cortex", "late_last": 0,
+    cfg = parse_config({"policy": "cortex", "late_last": 0, "late_last_when_tipped": True,
                         "engines": [{"backend": "null", "count": 2}]})
     assert cfg.late_last == 0.0 and parse_config({}).late_last is None
+    assert cfg.late_last_when_tipped and not parse_config({}).late_last_when_tipped
     runtime = await build_runtime(cfg)
     try:
         factors = {name: pool.late_factor for name, pool in runtime.controller.pools.items()}
+        tipped = {name: pool.late_when_tipped for name, pool in runtime.controller.pools.items()}
     finally:
         await runtime.close()
+    assert tipped["generate"] and tipped["fix"]
     assert factors["generate"] == 0.0 and factors["fix"] == 0.0
     assert factors["tools"] is None  # an FCFS executor pool keeps its order
 

@@ -48,6 +48,7 @@ async def run_policy(policy: str, rate: float, trace: list[Arrival], args: argpa
     data: dict[str, Any] = {
         "policy": policy, "workflows": ["nl2sql"], "max_queue": args.max_queue,
         "load_bound": args.load_bound, "late_last": getattr(args, "late_last", None),
+        "late_last_when_tipped": getattr(args, "late_last_when_tipped", False),
         "engines": [{"backend": "llamacpp", "count": args.engines,
                      "cache_mb": args.cache_mb or 64.0}],
     }
@@ -132,6 +133,7 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
               "seed": args.seed, "slo_s": args.slo or 60.0, "cache_mb": args.cache_mb or 64.0,
               "load_bound": args.load_bound, "max_queue": args.max_queue,
               "late_factor": getattr(args, "late_last", None),
+              "late_when_tipped": getattr(args, "late_last_when_tipped", False),
               "allocator_options": dict(getattr(args, "alloc_option", None) or [])}
     report = {"config": config, "results": results, "workload_profile": profile}
     if allocation:

@@ -43,6 +43,7 @@ class SimBenchConfig:
     timeline_bin_s: float = 5.0
     knobs: bool = False             # turn the agent's knobs for runs with negative slack
     late_factor: float | None = None  # slack pools serve hopeless calls last (StagePool)
+    late_when_tipped: bool = False    # ... only while a pool has tipped (StagePool)
 
     def __post_init__(self) -> None:
         if not self.policies or not self.rates:
@@ -51,6 +52,8 @@ class SimBenchConfig:
             raise ValueError("rates must be positive")
         if self.late_factor is not None and self.late_factor < 0:
             raise ValueError("--late-last must be >= 0")
+        if self.late_when_tipped and self.late_factor is None:
+            raise ValueError("--late-last-when-tipped needs --late-last K")
         if self.num_requests < 1 or self.num_engines < 1:
             raise ValueError("--requests and --engines must be >= 1")
 
@@ -88,7 +91,8 @@ def run_policy(cfg: SimBenchConfig, policy: str, rate: float) -> tuple[dict[str,
     controller = Controller(orchestrator, layout, views, sim_preparer(workload),
                             max_queue=cfg.max_queue, load_bound=cfg.load_bound,
                             allocator=_allocator(cfg, policy, engines),
-                            late_factor=cfg.late_factor)
+                            late_factor=cfg.late_factor,
+                            late_when_tipped=cfg.late_when_tipped)
     oracle = OracleCache(cfg.engine.block_size)
     sim = Simulator(controller, engines, workload, workflow.name,
                     on_llm_submit=lambda req: oracle.observe(req.prompt_tokens))
@@ -137,6 +141,7 @@ def run_sim_bench(cfg: SimBenchConfig) -> dict[str, Any]:
         "seed": cfg.seed, "slo_s": cfg.slo_s or default_slo_s(cfg),
         "max_queue": cfg.max_queue, "load_bound": cfg.load_bound,
         "retry_budget": cfg.retry_budget, "late_factor": cfg.late_factor,
+        "late_when_tipped": cfg.late_when_tipped,
         "engine_config": cfg.engine.to_dict(),
         "workload_config": cfg.workload.to_dict(),
     }

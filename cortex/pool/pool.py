@@ -11,7 +11,7 @@ import bisect
 import heapq
 import itertools
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 from cortex.engine.base import EngineView
 from cortex.orchestrator.run import StageCall
@@ -72,7 +72,16 @@ class StagePool:
             whose slack is below -k x its own expected service can no longer help its
             run meet the SLO; it is served only after every call that still can
             (in scheduler order within each group). Nothing is dropped.
+        late_when_tipped: with ``late_factor``, serve late calls last only while the pool
+            has *tipped*: at least ``TIP_LATE_SHARE`` of a queue of at least
+            ``TIP_MIN_QUEUE`` calls is late. It returns to strict order once fewer than
+            ``UNTIP_LATE_SHARE`` of the queued calls are late, or the queue is empty. A pool whose backlog drains
+            never defers a call (deferred calls lose their prefix from the caches).
     """
+
+    TIP_LATE_SHARE: ClassVar[float] = 0.5
+    TIP_MIN_QUEUE: ClassVar[int] = 32
+    UNTIP_LATE_SHARE: ClassVar[float] = 0.1
 
     name: str
     stages: tuple[str, ...]
@@ -81,7 +90,9 @@ class StagePool:
     max_queue: int = 1024
     scan_window: int = 64
     late_factor: float | None = None
+    late_when_tipped: bool = False
     stats: PoolStats = field(default_factory=PoolStats)
+    tipped: bool = field(default=False, init=False)  # serving late calls last now
     _slots: dict[str, _EngineSlot] = field(default_factory=dict)
     _queue: list[tuple[SortKey, StageCall]] = field(default_factory=list)
     _seq: itertools.count = field(default_factory=itertools.count)
@@ -155,6 +166,8 @@ class StagePool:
         meet their SLO first when ``late_factor`` is set)."""
         live = {e: s for e, s in self._slots.items() if s.healthy and not s.draining}
         free = {e: s.view.max_concurrency - len(s.calls) for e, s in live.items()}
+        if not self._queue:
+            self.tipped = False  # the backlog drained
         if not self._queue or not any(v > 0 for v in free.values()):
             return []
         groups = [self._queue] if self.late_factor is None else self._split_late(now)
@@ -191,7 +204,15 @@ class StagePool:
         viable, late = [], []
         for item in self._queue:
             (viable if item[1].can_meet_slo(now, factor) else late).append(item)
-        return [viable, late]
+        if not self.late_when_tipped:
+            return [viable, late]
+        depth = len(self._queue)
+        if not self.tipped:
+            self.tipped = (depth >= self.TIP_MIN_QUEUE
+                           and len(late) >= self.TIP_LATE_SHARE * depth)
+        elif not late or len(late) < self.UNTIP_LATE_SHARE * depth:
+            self.tipped = False
+        return [viable, late] if self.tipped else [self._queue]
 
     def _candidates(self, live: dict[str, _EngineSlot], free: dict[str, int],
                     waiting: dict[str, int], call: StageCall) -> list[Candidate]:

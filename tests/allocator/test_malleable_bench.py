@@ -220,15 +220,18 @@ def test_alloc_option_and_late_last_reach_the_report(tmp_path, capsys):
     code = main(["bench", "--engine", "sim", "--engines", "4", "--shift", "--max-seqs", "8",
                  "--kv-tokens", "6000", "--requests", "120", "--rate", "8", "--policies",
                  "cortex,cortex-malleable", "--alloc-option", "saturation_moves=true",
-                 "--alloc-option", "min_dwell_s=5", "--late-last", "0", "--no-workflow-demand",
+                 "--alloc-option", "min_dwell_s=5", "--late-last", "0", "--late-last-when-tipped",
+                 "--no-workflow-demand",
                  "--catalog-seed", "3", "--out", str(out)])
     assert code == 0
     config = json.loads(out.read_text())["config"]
     assert config["allocator"]["options"] == {"saturation_moves": True, "min_dwell_s": 5}
     assert config["allocator"]["workflow_demand"] is False
-    assert config["late_factor"] == 0.0
+    assert config["late_factor"] == 0.0 and config["late_when_tipped"] is True
     assert config["workload_config"]["catalog_seed"] == 3
     assert main(["bench", "--engine", "sim", "--alloc-option", "hysterisis=0.1"]) == 2
     assert "--alloc-option hysterisis: unknown option" in capsys.readouterr().err
+    assert main(["bench", "--engine", "sim", "--late-last-when-tipped"]) == 2
+    assert "--late-last-when-tipped needs --late-last K" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "--engine", "sim", "--alloc-option", "novalue"])

@@ -10,9 +10,10 @@ from tests.factories import FakeView, loop_workflow, make_call
 
 
 def pool(scheduler="fcfs", router="least_loaded", views=(), max_queue=8, late_factor=None,
-         **kw):
+         late_when_tipped=False, **kw):
     p = StagePool("p", ("gen",), SCHEDULERS.get(scheduler), ROUTERS.get(router)(**kw),
-                  max_queue=max_queue, late_factor=late_factor)
+                  max_queue=max_queue, late_factor=late_factor,
+                  late_when_tipped=late_when_tipped)
     for v in views:
         p.add_engine(v)
     return p
@@ -56,6 +57,35 @@ def test_late_last_serves_calls_that_can_still_meet_their_slo_first():
         (d,) = late_last.dispatch(10.0)
         served.append(d.call)
     assert [c.call_id for c in served] == ["fresh", "lost"] and late_last.queue_depth == 0
+
+
+def test_late_last_when_tipped_defers_late_calls_only_while_most_of_the_queue_is_late(
+        monkeypatch):
+    # At t=10 a call submitted with slack_key 2 has slack -8: past -1 x its 1 s service.
+    monkeypatch.setattr(StagePool, "TIP_MIN_QUEUE", 4)
+    p = pool("slack", views=[FakeView("e0")], late_factor=1.0, late_when_tipped=True)
+    p.submit(make_call("lost", slack_key=2.0), 0.0)
+    for i in range(3):
+        p.submit(make_call(f"fresh{i}", slack_key=15.0 + i), 0.1)
+    # one late call in four: not tipped, strict least-slack order serves it first
+    assert [d.call.call_id for d in p.dispatch(10.0)] == ["lost"] and not p.tipped
+    p.finished(p.dispatched("e0")[0], 0, 0, 0.0)
+    for i in range(3):
+        p.submit(make_call(f"lost{i}", slack_key=1.0 + i), 0.2)
+    # three late calls of six: tipped, the calls that can still make it go first
+    assert [d.call.call_id for d in p.dispatch(10.0)] == ["fresh0"] and p.tipped
+    p.finished(p.dispatched("e0")[0], 0, 0, 0.0)
+    assert [d.call.call_id for d in p.dispatch(10.0)] == ["fresh1"] and p.tipped
+    # the late calls are served once nothing viable waits; with none left queued the pool
+    # goes back to strict order
+    for expected in ("fresh2", "lost0", "lost1", "lost2"):
+        p.finished(p.dispatched("e0")[0], 0, 0, 0.0)
+        assert [d.call.call_id for d in p.dispatch(10.0)] == [expected]
+    p.finished(p.dispatched("e0")[0], 0, 0, 0.0)
+    assert p.dispatch(10.0) == [] and not p.tipped
+    p.submit(make_call("late_again", slack_key=3.0), 10.0)
+    p.submit(make_call("fresh3", slack_key=20.0), 10.0)
+    assert [d.call.call_id for d in p.dispatch(10.0)] == ["late_again"] and not p.tipped
 
 
 def test_bounded_queue_refuses():
