@@ -75,8 +75,9 @@ class StagePool:
         late_when_tipped: with ``late_factor``, serve late calls last only while the pool
             has *tipped*: at least ``TIP_LATE_SHARE`` of a queue of at least
             ``TIP_MIN_QUEUE`` calls is late. It returns to strict order once fewer than
-            ``UNTIP_LATE_SHARE`` of the queued calls are late, or the queue is empty. A pool whose backlog drains
-            never defers a call (deferred calls lose their prefix from the caches).
+            ``UNTIP_LATE_SHARE`` of the queued calls are late, or the queue is empty. A
+            pool whose backlog drains never defers a call (deferred calls lose their
+            prefix from the caches).
     """
 
     TIP_LATE_SHARE: ClassVar[float] = 0.5
@@ -210,7 +211,7 @@ class StagePool:
         if not self.tipped:
             self.tipped = (depth >= self.TIP_MIN_QUEUE
                            and len(late) >= self.TIP_LATE_SHARE * depth)
-        elif not late or len(late) < self.UNTIP_LATE_SHARE * depth:
+        elif len(late) < self.UNTIP_LATE_SHARE * depth:  # depth > 0: dispatch checked
             self.tipped = False
         return [viable, late] if self.tipped else [self._queue]
 
