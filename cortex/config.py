@@ -14,6 +14,7 @@
     late_last: 0                   # slack pools serve calls that can no longer meet their
                                    # SLO after those that can (omit: strict least slack)
     late_last_when_tipped: false   # true: only while a pool's queue is mostly late calls
+    run_timeout_factor: 5          # a run times out once this many times its SLO has passed
     allocator:                     # only with policy: cortex-malleable (docs/allocator.md)
       policy: slo-pressure         # or static (never moves)
       interval_s: 1.0              # seconds between policy steps
@@ -36,6 +37,7 @@ import yaml
 from cortex.allocator import ALLOCATION_POLICIES, AllocatorConfig, is_malleable
 from cortex.allocator.policy import PolicyOptionError, build_policy
 from cortex.engine.base import BaseEngine
+from cortex.orchestrator.orchestrator import DEFAULT_TIMEOUT_FACTOR
 from cortex.pool.placement import PLACEMENTS  # cortex-malleable is registered by the import above
 from cortex.registry import Registry
 from cortex.workflow import CompiledWorkflow, load_workflow
@@ -127,6 +129,7 @@ class CortexConfig:
     tool_threads: int = 8
     late_last: float | None = None
     late_last_when_tipped: bool = False
+    run_timeout_factor: float = DEFAULT_TIMEOUT_FACTOR
     server: ServerConfig = field(default_factory=ServerConfig)
     allocator: AllocatorSection | None = None
     source: str = "<config>"
@@ -186,6 +189,11 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
         raise ConfigError(source, "late_last_when_tipped", "needs late_last: K (how late a "
                           "call may be and still count) to be set")
     cfg.late_last_when_tipped = tipped
+    factor = data.get("run_timeout_factor", DEFAULT_TIMEOUT_FACTOR)
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
+        raise ConfigError(source, "run_timeout_factor", "must be a number >= 1 (a run times "
+                          f"out once this many times its SLO has passed), got {factor!r}")
+    cfg.run_timeout_factor = float(factor)
     cfg.server = _server(data.get("server", {}), source)
     if "allocator" in data:
         cfg.allocator = _allocator(data["allocator"], cfg)

@@ -24,6 +24,9 @@ def test_example_config_loads():
     ({"late_last": True}, "late_last", "number >= 0"),
     ({"late_last": 1, "late_last_when_tipped": "yes"}, "late_last_when_tipped", "true or false"),
     ({"late_last_when_tipped": True}, "late_last_when_tipped", "needs late_last"),
+    ({"run_timeout_factor": 0.5}, "run_timeout_factor", "number >= 1"),
+    ({"run_timeout_factor": True}, "run_timeout_factor", "number >= 1"),
+    ({"run_timeout_factor": "2"}, "run_timeout_factor", "number >= 1"),
 ])
 def test_bad_config_names_the_field(data, where, what):
     with pytest.raises(ConfigError) as info:
@@ -48,6 +51,23 @@ async def test_late_last_reaches_the_slack_pools_only(tmp_path):
     assert tipped["generate"] and tipped["fix"]
     assert factors["generate"] == 0.0 and factors["fix"] == 0.0
     assert factors["tools"] is None  # an FCFS executor pool keeps its order
+
+
+async def test_run_timeout_factor_reaches_the_orchestrator():
+    from cortex.runtime.build import build_runtime
+
+    assert parse_config({}).run_timeout_factor == 5.0
+    cfg = parse_config({"run_timeout_factor": 1.5,
+                        "engines": [{"backend": "null", "count": 2}]})
+    runtime = await build_runtime(cfg)
+    try:
+        orchestrator = runtime.controller.orchestrator
+        run, _ = orchestrator.admit("nl2sql", {"question": "q", "db": "d"}, now=10.0,
+                                     slo_s=2.0)
+    finally:
+        await runtime.close()
+    assert orchestrator.timeout_factor == 1.5
+    assert run.timeout_at == pytest.approx(10.0 + 1.5 * 2.0)
 
 
 async def test_missing_model_file_names_the_engine_entry(tmp_path):

@@ -16,6 +16,7 @@ from cortex.allocator import is_malleable
 from cortex.allocator.report import allocation_summary
 from cortex.bench.metrics import OracleCache, summarize
 from cortex.config import parse_config
+from cortex.orchestrator.orchestrator import DEFAULT_TIMEOUT_FACTOR
 from cortex.orchestrator.run import Run
 from cortex.runtime.build import build_runtime
 
@@ -49,6 +50,7 @@ async def run_policy(policy: str, rate: float, trace: list[Arrival], args: argpa
         "policy": policy, "workflows": ["nl2sql"], "max_queue": args.max_queue,
         "load_bound": args.load_bound, "late_last": getattr(args, "late_last", None),
         "late_last_when_tipped": getattr(args, "late_last_when_tipped", False),
+        "run_timeout_factor": getattr(args, "run_timeout_factor", DEFAULT_TIMEOUT_FACTOR),
         "engines": [{"backend": "llamacpp", "count": args.engines,
                      "cache_mb": args.cache_mb or 64.0}],
     }
@@ -134,6 +136,7 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
               "load_bound": args.load_bound, "max_queue": args.max_queue,
               "late_factor": getattr(args, "late_last", None),
               "late_when_tipped": getattr(args, "late_last_when_tipped", False),
+              "timeout_factor": getattr(args, "run_timeout_factor", DEFAULT_TIMEOUT_FACTOR),
               "allocator_options": dict(getattr(args, "alloc_option", None) or [])}
     report = {"config": config, "results": results, "workload_profile": profile}
     if allocation:

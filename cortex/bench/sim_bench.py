@@ -15,7 +15,7 @@ from cortex.controller import Controller
 from cortex.engine.sim import SimEngine, SimEngineConfig
 from cortex.nl2sql.workflow import load_agent
 from cortex.orchestrator.estimates import StageEstimator
-from cortex.orchestrator.orchestrator import Orchestrator
+from cortex.orchestrator.orchestrator import DEFAULT_TIMEOUT_FACTOR, Orchestrator
 from cortex.orchestrator.run import Run
 from cortex.pool.placement import build_layout, expected_stage_work
 from cortex.runtime.simulator import Simulator, sim_preparer
@@ -44,6 +44,7 @@ class SimBenchConfig:
     knobs: bool = False             # turn the agent's knobs for runs with negative slack
     late_factor: float | None = None  # slack pools serve hopeless calls last (StagePool)
     late_when_tipped: bool = False    # ... only while a pool has tipped (StagePool)
+    timeout_factor: float = DEFAULT_TIMEOUT_FACTOR  # runs time out after this x their SLO
 
     def __post_init__(self) -> None:
         if not self.policies or not self.rates:
@@ -54,6 +55,9 @@ class SimBenchConfig:
             raise ValueError("--late-last must be >= 0")
         if self.late_when_tipped and self.late_factor is None:
             raise ValueError("--late-last-when-tipped needs --late-last K")
+        if self.timeout_factor < 1:
+            raise ValueError("--run-timeout-factor must be >= 1 (a run would time out "
+                             "before its SLO)")
         if self.num_requests < 1 or self.num_engines < 1:
             raise ValueError("--requests and --engines must be >= 1")
 
@@ -87,7 +91,8 @@ def run_policy(cfg: SimBenchConfig, policy: str, rate: float) -> tuple[dict[str,
     views = {p.name: [engines[next(ids)] for _ in range(p.num_engines)]
              for p in layout.pools if set(p.stages) & set(workflow.llm_stages)}
     knobs = {workflow.name: nl2sql_knobs()} if cfg.knobs else None
-    orchestrator = Orchestrator({workflow.name: workflow}, estimator, knobs=knobs)
+    orchestrator = Orchestrator({workflow.name: workflow}, estimator, knobs=knobs,
+                                timeout_factor=cfg.timeout_factor)
     controller = Controller(orchestrator, layout, views, sim_preparer(workload),
                             max_queue=cfg.max_queue, load_bound=cfg.load_bound,
                             allocator=_allocator(cfg, policy, engines),
@@ -141,7 +146,7 @@ def run_sim_bench(cfg: SimBenchConfig) -> dict[str, Any]:
         "seed": cfg.seed, "slo_s": cfg.slo_s or default_slo_s(cfg),
         "max_queue": cfg.max_queue, "load_bound": cfg.load_bound,
         "retry_budget": cfg.retry_budget, "late_factor": cfg.late_factor,
-        "late_when_tipped": cfg.late_when_tipped,
+        "late_when_tipped": cfg.late_when_tipped, "timeout_factor": cfg.timeout_factor,
         "engine_config": cfg.engine.to_dict(),
         "workload_config": cfg.workload.to_dict(),
     }

@@ -11,6 +11,7 @@ from cortex.allocator.policy import PolicyOptionError, build_policy
 from cortex.allocator.timeline import plot_timeline
 from cortex.bench.sim_bench import SimBenchConfig, run_sim_bench
 from cortex.engine.sim import SimEngineConfig
+from cortex.orchestrator.orchestrator import DEFAULT_TIMEOUT_FACTOR
 from cortex.workload.nl2sql_sim import NL2SQLWorkload, NL2SQLWorkloadConfig, shifting
 
 
@@ -42,7 +43,9 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
                          max_engines=getattr(args, "max_engines", None),
                          timeline=timeline is not None, knobs=getattr(args, "knobs", False),
                          late_factor=getattr(args, "late_last", None),
-                         late_when_tipped=getattr(args, "late_last_when_tipped", False))
+                         late_when_tipped=getattr(args, "late_last_when_tipped", False),
+                         timeout_factor=getattr(args, "run_timeout_factor",
+                                                DEFAULT_TIMEOUT_FACTOR))
     report = run_sim_bench(cfg)
     if timeline is not None:
         path = write_timeline(report, cfg, timeline)

@@ -28,6 +28,9 @@ def _empty() -> Step:
     return Step([], [], [])
 
 
+DEFAULT_TIMEOUT_FACTOR = 5.0  # a run times out once this many times its SLO has passed
+
+
 class Orchestrator:
     """Owns every run's state.
 
@@ -35,14 +38,16 @@ class Orchestrator:
         workflows: compiled workflows by name.
         estimator: online stage estimates (shared with placement/benchmarks).
         default_slo_s: SLO for runs that name none and whose workflow sets none.
-        timeout_factor: a run is ``timed_out`` once ``timeout_factor * slo`` has passed.
+        timeout_factor: a run is ``timed_out`` once ``timeout_factor * slo`` has passed
+            (unless its admission names a timeout); its queued and running calls are
+            cancelled, so a run that has long missed its SLO stops taking capacity.
         knobs: workflow name -> knobs to turn (cheapest first) for a run entering a
             stage with negative slack; the turns are recorded in ``run.meta``.
     """
 
     def __init__(self, workflows: dict[str, CompiledWorkflow],
                  estimator: StageEstimator | None = None, default_slo_s: float = 30.0,
-                 timeout_factor: float = 5.0, knobs: dict[str, KnobSet] | None = None) -> None:
+                 timeout_factor: float = DEFAULT_TIMEOUT_FACTOR, knobs: dict[str, KnobSet] | None = None) -> None:
         self.workflows = workflows
         self.knobs = knobs or {}
         self.estimator = estimator or StageEstimator()

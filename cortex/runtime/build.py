@@ -177,6 +177,7 @@ async def assemble(cfg: CortexConfig, engines: dict[str, BaseEngine], plan: Pool
     knobs = {wf.name: load_knobs(wf) for wf in workflows}
     check_model_knobs(knobs, plan)
     orchestrator = Orchestrator({wf.name: wf for wf in workflows}, default_slo_s=cfg.slo_s,
+                                timeout_factor=cfg.run_timeout_factor,
                                 knobs={name: k for name, k in knobs.items() if k.knobs})
     controller = Controller(orchestrator, plan.layout, plan.views, prepare,
                             max_queue=cfg.max_queue, load_bound=cfg.load_bound,

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cortex.bench.metrics import RESULT_KEYS, OracleCache
 from cortex.bench.sim_bench import SimBenchConfig, run_sim_bench
 from cortex.cli import main
@@ -43,6 +45,24 @@ def test_isolation_wins_under_memory_pressure():
     for shared in ("shared-fcfs", "shared-prefix"):
         assert rows["cortex"]["prefix_hit_rate"] > rows[shared]["prefix_hit_rate"]
         assert rows["cortex"]["goodput_rps"] > rows[shared]["goodput_rps"]
+
+
+def test_run_timeout_factor_ends_late_runs_at_that_many_slos():
+    engine = SimEngineConfig(kv_capacity_tokens=6000)
+    opts = {"policies": ["shared-fcfs"], "rates": [40.0], "num_requests": 600,
+            "num_engines": 8, "engine": engine}
+    default = run_sim_bench(small(**opts))
+    strict = run_sim_bench(small(timeout_factor=1.0, **opts))
+    assert default["config"]["timeout_factor"] == 5.0
+    assert strict["config"]["timeout_factor"] == 1.0
+    slo = strict["config"]["slo_s"]
+    (d,), (s,) = default["results"], strict["results"]
+    assert s["timed_out"] > d["timed_out"] and s["timed_out"] > 0
+    assert s["p99_latency_s"] <= slo + 1e-6 < d["p99_latency_s"]  # nothing finishes later
+    for row in (d, s):  # every run is accounted for, once
+        assert row["completed"] + row["failed"] + row["rejected"] + row["timed_out"] == 600
+    with pytest.raises(ValueError, match="run-timeout-factor must be >= 1"):
+        small(timeout_factor=0.5)
 
 
 def test_oracle_counts_only_first_sight_of_a_prefix():
