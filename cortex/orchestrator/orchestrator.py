@@ -47,7 +47,8 @@ class Orchestrator:
 
     def __init__(self, workflows: dict[str, CompiledWorkflow],
                  estimator: StageEstimator | None = None, default_slo_s: float = 30.0,
-                 timeout_factor: float = DEFAULT_TIMEOUT_FACTOR, knobs: dict[str, KnobSet] | None = None) -> None:
+                 timeout_factor: float = DEFAULT_TIMEOUT_FACTOR,
+                 knobs: dict[str, KnobSet] | None = None) -> None:
         self.workflows = workflows
         self.knobs = knobs or {}
         self.estimator = estimator or StageEstimator()
