@@ -45,6 +45,17 @@ def _option(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def _timeout_factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 1:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number >= 1 (a run would time out before "
+                                         f"its SLO), got {text!r}")
+    return value
+
+
 def _fail_schedule(text: str) -> list[tuple[float, float]]:
     from cortex.workload.nl2sql_sim import parse_fail_schedule
     try:
@@ -100,7 +111,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    "that can still meet its SLO (default: strict least-slack order)")
     p.add_argument("--late-last-when-tipped", action="store_true", help="with --late-last: "
                    "only while a pool's queue is mostly late calls (docs/architecture.md)")
-    p.add_argument("--run-timeout-factor", type=float, metavar="F", default=DEFAULT_TIMEOUT_FACTOR,
+    p.add_argument("--run-timeout-factor", type=_timeout_factor, metavar="F", default=DEFAULT_TIMEOUT_FACTOR,
                    help="a run times out (its calls are cancelled) once F x its SLO has "
                    "passed (default %(default)g)")
     p.add_argument("--allocator", default="slo-pressure", choices=ALLOCATION_POLICIES.names(),

@@ -89,6 +89,14 @@ def test_cli_rejects_bad_policy(capsys):
     assert "unknown placement policy 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("engine", ["sim", "llamacpp"])
+def test_cli_rejects_a_run_timeout_before_the_slo(engine, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--engine", engine, "--run-timeout-factor", "0.5", "--requests", "5"])
+    assert info.value.code == 2
+    assert "--run-timeout-factor: must be a number >= 1" in capsys.readouterr().err
+
+
 def test_cli_seeds_runs_each_trace_and_reports_means_and_ratios(tmp_path, capsys):
     out = tmp_path / "seeds.json"
     argv = ["bench", "--engine", "sim", "--engines", "4", "--policies", "shared-fcfs,cortex",
