@@ -22,7 +22,8 @@ class RunRequest(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
     slo_ms: float | None = Field(default=None, gt=0, description="latency objective")
     timeout_ms: float | None = Field(default=None, gt=0,
-                                     description="run is timed out after this (default 5x SLO)")
+                                     description="run is timed out after this (default: the "
+                                     "config's run_timeout_factor x SLO, 5 unless set)")
     wait: bool = Field(default=False, description="answer with the finished run")
 
 
