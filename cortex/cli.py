@@ -111,9 +111,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    "that can still meet its SLO (default: strict least-slack order)")
     p.add_argument("--late-last-when-tipped", action="store_true", help="with --late-last: "
                    "only while a pool's queue is mostly late calls (docs/architecture.md)")
-    p.add_argument("--run-timeout-factor", type=_timeout_factor, metavar="F", default=DEFAULT_TIMEOUT_FACTOR,
-                   help="a run times out (its calls are cancelled) once F x its SLO has "
-                   "passed (default %(default)g)")
+    p.add_argument("--run-timeout-factor", type=_timeout_factor, metavar="F",
+                   default=DEFAULT_TIMEOUT_FACTOR, help="a run times out (its calls are "
+                   "cancelled) once F x its SLO has passed (default %(default)g)")
     p.add_argument("--allocator", default="slo-pressure", choices=ALLOCATION_POLICIES.names(),
                    help="cortex-malleable: allocation policy")
     p.add_argument("--alloc-option", type=_option, action="append", default=[],

@@ -178,7 +178,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
             setattr(cfg, attr, value / 1000.0 if key == "slo_ms" else int(value))
     late = data.get("late_last")
     if late is not None:
-        if isinstance(late, bool) or not isinstance(late, (int, float)) or late < 0:
+        if not _is_number(late) or late < 0:
             raise ConfigError(source, "late_last", "must be a number >= 0 (times a call's "
                               f"expected service it may be late and still count), got {late!r}")
         cfg.late_last = float(late)
@@ -190,7 +190,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
                           "call may be and still count) to be set")
     cfg.late_last_when_tipped = tipped
     factor = data.get("run_timeout_factor", DEFAULT_TIMEOUT_FACTOR)
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
+    if not _is_number(factor) or factor < 1:
         raise ConfigError(source, "run_timeout_factor", "must be a number >= 1 (a run times "
                           f"out once this many times its SLO has passed), got {factor!r}")
     cfg.run_timeout_factor = float(factor)
@@ -198,6 +198,11 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
     if "allocator" in data:
         cfg.allocator = _allocator(data["allocator"], cfg)
     return cfg
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float from YAML (``true`` / ``false`` are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _workflow(entry: Any, path: str, source: str, base_dir: Path | None) -> CompiledWorkflow:
@@ -298,8 +303,7 @@ def _allocator(raw: Any, cfg: CortexConfig) -> AllocatorSection:
         if key not in raw:
             continue
         value = raw[key]
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-            value > minimum if strict else value >= minimum)
+        ok = _is_number(value) and (value > minimum if strict else value >= minimum)
         if key == "load_alpha" and ok:
             ok = value <= 1
         if not ok:
