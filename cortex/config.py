@@ -27,6 +27,7 @@ Errors name the field and say what to do.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,13 +170,14 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
     cfg.workflows = [_workflow(w, f"workflows[{i}]", source, base_dir)
                      for i, w in enumerate(data.get("workflows", ["nl2sql"]))]
     cfg.engine_specs = _engine_specs(data.get("engines"), source)
-    for key, attr in (("slo_ms", "slo_s"), ("max_queue", "max_queue"),
-                      ("load_bound", "load_bound"), ("tool_threads", "tool_threads")):
+    if "slo_ms" in data:
+        slo = data["slo_ms"]
+        if not _is_number(slo) or not math.isfinite(slo) or slo <= 0:
+            raise ConfigError(source, "slo_ms", f"must be a positive number, got {slo!r}")
+        cfg.slo_s = slo / 1000.0
+    for key in ("max_queue", "load_bound", "tool_threads"):
         if key in data:
-            value = data[key]
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(source, key, f"must be a positive number, got {value!r}")
-            setattr(cfg, attr, value / 1000.0 if key == "slo_ms" else int(value))
+            setattr(cfg, key, _positive_int(data[key], source, key))
     late = data.get("late_last")
     if late is not None:
         if not _is_number(late) or late < 0:
@@ -203,6 +205,18 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
 def _is_number(value: Any) -> bool:
     """An int or float from YAML (``true`` / ``false`` are not numbers here)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(value: Any, source: str, path: str) -> int:
+    """``value`` as an integer >= 1; a float, a string or a YAML bool is an error
+    (``int(0.5)`` would silently make a bound of 0)."""
+    if not _is_int(value) or value < 1:
+        raise ConfigError(source, path, f"must be an integer >= 1, got {value!r}")
+    return value
 
 
 def _workflow(entry: Any, path: str, source: str, base_dir: Path | None) -> CompiledWorkflow:
@@ -239,9 +253,7 @@ def _engine_specs(raw: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
                 raise ConfigError(source, f"{path}.urls", "list the server base URLs")
             items = [dict(group, base_url=u) for u in urls]
         else:
-            count = group.get("count", 1)
-            if not isinstance(count, int) or count < 1:
-                raise ConfigError(source, f"{path}.count", f"must be an integer >= 1, got {count!r}")
+            count = _positive_int(group.get("count", 1), source, f"{path}.count")
             items = [dict(group) for _ in range(count)]
         for item in items:
             item.pop("urls", None)
@@ -260,6 +272,25 @@ def _server(raw: Any, source: str) -> ServerConfig:
     if unknown:
         raise ConfigError(source, f"server.{min(unknown)}", "unknown field")
     options = {k: v for k, v in raw.items() if k != "api_key_env"}
+    defaults = ServerConfig()
+    host = options.get("host", defaults.host)
+    if not isinstance(host, str) or not host:
+        raise ConfigError(source, "server.host", f"must be a host name or address, got {host!r}")
+    port = options.get("port", defaults.port)
+    if not _is_int(port) or not 0 <= port <= 65535:
+        raise ConfigError(source, "server.port", f"must be an integer in 0..65535 (0: any "
+                          f"free port), got {port!r}")
+    if "max_body_bytes" in options:
+        _positive_int(options["max_body_bytes"], source, "server.max_body_bytes")
+    grace = options.get("grace_s", defaults.grace_s)
+    if not _is_number(grace) or not math.isfinite(grace) or grace < 0:
+        raise ConfigError(source, "server.grace_s", f"must be a number of seconds >= 0, "
+                          f"got {grace!r}")
+    for key in ("api_key", "api_key_env"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(source, f"server.{key}", f"must be a non-empty string, got "
+                              f"{value!r}")
     if "api_key_env" in raw:
         options["api_key"] = os.environ.get(raw["api_key_env"]) or options.get("api_key")
     return ServerConfig(**options)
