@@ -180,28 +180,49 @@ async def test_policy_scales_out_onto_a_standby_server_under_load_and_in_when_id
     # queued calls; once every pool is idle the policy retires it.
     with llama_servers(3) as urls:
         engines = [{"backend": "openai", "urls": urls[:2], "max_concurrency": 1}]
-        options = {"warmup_s": 0, "scale_in_idle_s": 1.0, "scale_cooldown_s": 0.5}
-        cfg = parse_config(_data(tmp_path, {"interval_s": 0.05, "options": options,
-                                            "standby_urls": urls[2:]}, engines))
-        runtime = await build_runtime(cfg)
-        try:
-            allocator = runtime.controller.allocator
-            runs = [runtime.submit("w", {"q": f"question {i}"}, slo_s=0.05, timeout_s=120)
-                    for i in range(10)]
-            done = [await runtime.wait(r.run_id) for r in runs]
-            assert [r.status.value for r in done] == ["succeeded"] * 10, [r.reason for r in done]
-            served = {t.engine_id for r in done for t in r.trace}
-            assert "openai-auto-0" in served
-            for _ in range(1000):
-                await asyncio.sleep(0.01)
-                if "openai-auto-0" not in runtime.engines:
-                    break
-            kinds = [(r.decision.kind, r.decision.engine_id) for r in allocator.records]
-            assert (DecisionKind.SCALE_OUT, "openai-auto-0") in kinds, kinds
-            assert (DecisionKind.SCALE_IN, "openai-auto-0") in kinds, kinds
-            assert "openai-auto-0" not in runtime.controller.engine_pool
-        finally:
-            await runtime.close()
+        await _policy_scales_out_under_load_and_in_when_idle(tmp_path, engines,
+                                                             {"standby_urls": urls[2:]})
+
+
+@pytest.mark.slow
+async def test_policy_scales_out_an_embedded_engine_under_load_and_in_when_idle(
+        tmp_path, monkeypatch):
+    # The same with embedded llama.cpp engines: the core budget is lifted to 3 engines
+    # (this machine's 2 cores leave none to scale out to), the policy starts a third
+    # engine, which loads SmolLM2 and serves queued calls, then retires it.
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    await _policy_scales_out_under_load_and_in_when_idle(tmp_path, LLAMACPP,
+                                                         {"max_engines": 3})
+
+
+async def _policy_scales_out_under_load_and_in_when_idle(tmp_path, engines, section):
+    """Ten runs with an SLO they cannot meet: the slo-pressure policy (no decision by
+    hand) scales an engine out, the new engine serves some of their calls, and once
+    every pool is idle the policy scales it in."""
+    options = {"warmup_s": 0, "scale_in_idle_s": 1.0, "scale_cooldown_s": 0.5}
+    cfg = parse_config(_data(tmp_path, {"interval_s": 0.05, "options": options, **section},
+                             engines))
+    new = f"{cfg.allocator.template['backend']}-auto-0"
+    runtime = await build_runtime(cfg)
+    try:
+        allocator = runtime.controller.allocator
+        assert allocator.config.policy == "slo-pressure" and allocator.provider is not None
+        runs = [runtime.submit("w", {"q": f"question {i}"}, slo_s=0.05, timeout_s=120)
+                for i in range(10)]
+        done = [await runtime.wait(r.run_id) for r in runs]
+        assert [r.status.value for r in done] == ["succeeded"] * 10, [r.reason for r in done]
+        served = [t.engine_id for r in done for t in r.trace]
+        assert new in served, served
+        for _ in range(1000):
+            await asyncio.sleep(0.01)
+            if new not in runtime.engines:
+                break
+        kinds = [(r.decision.kind, r.decision.engine_id) for r in allocator.records]
+        assert (DecisionKind.SCALE_OUT, new) in kinds, kinds
+        assert (DecisionKind.SCALE_IN, new) in kinds, kinds
+        assert new not in runtime.controller.engine_pool
+    finally:
+        await runtime.close()
 
 
 async def _scale_out_serve_and_scale_in(cfg):
