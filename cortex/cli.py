@@ -136,6 +136,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from cortex.bench.table import render_table
 
     args.rates = args.rates or [args.rate or 20.0]
+    args.late = _late_order(args)
     if args.engine == "sim":
         from cortex.bench.sim_cli import bench_from_args
     else:
@@ -150,6 +151,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         args.out.write_text(json.dumps(report, indent=2))
         print(f"wrote {args.out}")
     return 0
+
+
+def _late_order(args: argparse.Namespace) -> Any:
+    """``--late-last K [--late-last-when-tipped]`` as a ``LateOrder`` (None: strict order).
+
+    Raises:
+        ValueError: a negative K, or ``--late-last-when-tipped`` without ``--late-last``.
+    """
+    from cortex.pool.pool import LateOrder
+
+    if args.late_last is None:
+        if args.late_last_when_tipped:
+            raise ValueError("--late-last-when-tipped needs --late-last K")
+        return None
+    try:
+        return LateOrder(args.late_last, args.late_last_when_tipped)
+    except ValueError:
+        raise ValueError(f"--late-last must be >= 0, got {args.late_last:g}") from None
 
 
 def _bench_seeds(args: argparse.Namespace, bench_from_args: Any) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from cortex.allocator.policy import PolicyOptionError, build_policy
 from cortex.engine.base import BaseEngine
 from cortex.orchestrator.orchestrator import DEFAULT_TIMEOUT_FACTOR
 from cortex.pool.placement import PLACEMENTS  # cortex-malleable is registered by the import above
+from cortex.pool.pool import LateOrder
 from cortex.registry import Registry
 from cortex.workflow import CompiledWorkflow, load_workflow
 
@@ -128,8 +129,7 @@ class CortexConfig:
     max_queue: int = 256
     load_bound: int = 2
     tool_threads: int = 8
-    late_last: float | None = None
-    late_last_when_tipped: bool = False
+    late: LateOrder | None = None        # late_last / late_last_when_tipped
     run_timeout_factor: float = DEFAULT_TIMEOUT_FACTOR
     server: ServerConfig = field(default_factory=ServerConfig)
     allocator: AllocatorSection | None = None
@@ -179,18 +179,17 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
         if key in data:
             setattr(cfg, key, _positive_int(data[key], source, key))
     late = data.get("late_last")
-    if late is not None:
-        if not _is_number(late) or late < 0:
-            raise ConfigError(source, "late_last", "must be a number >= 0 (times a call's "
-                              f"expected service it may be late and still count), got {late!r}")
-        cfg.late_last = float(late)
+    if late is not None and (not _is_number(late) or not math.isfinite(late) or late < 0):
+        raise ConfigError(source, "late_last", "must be a number >= 0 (times a call's "
+                          f"expected service it may be late and still count), got {late!r}")
     tipped = data.get("late_last_when_tipped", False)
     if not isinstance(tipped, bool):
         raise ConfigError(source, "late_last_when_tipped", f"must be true or false, got {tipped!r}")
-    if tipped and cfg.late_last is None:
+    if tipped and late is None:
         raise ConfigError(source, "late_last_when_tipped", "needs late_last: K (how late a "
                           "call may be and still count) to be set")
-    cfg.late_last_when_tipped = tipped
+    if late is not None:
+        cfg.late = LateOrder(float(late), tipped)
     factor = data.get("run_timeout_factor", DEFAULT_TIMEOUT_FACTOR)
     if not _is_number(factor) or factor < 1:
         raise ConfigError(source, "run_timeout_factor", "must be a number >= 1 (a run times "

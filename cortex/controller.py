@@ -18,7 +18,7 @@ from cortex.engine.base import EngineView, served_models
 from cortex.orchestrator.orchestrator import Orchestrator, Step
 from cortex.orchestrator.run import Run, StageCall
 from cortex.pool.placement import Layout
-from cortex.pool.pool import StagePool
+from cortex.pool.pool import LateOrder, StagePool
 from cortex.pool.router import ROUTERS
 from cortex.pool.scheduler import SCHEDULERS
 
@@ -74,18 +74,15 @@ class Controller:
         load_bound: prefix-affinity load bound.
         allocator: moves engines between LLM pools at run time; None: a default
             ``Allocator`` when the layout's policy is malleable, else a static split.
-        late_factor: slack-ordered pools serve calls later than -late_factor x their
-            expected service after every call that can still meet its SLO
-            (``StagePool.late_factor``); None: strict least-slack order.
-        late_when_tipped: with ``late_factor``, only while a pool has tipped into a
-            mostly late queue (``StagePool.late_when_tipped``).
+        late: slack-ordered pools serve calls that can no longer meet their SLO after
+            every call that still can (``LateOrder``); None: strict least-slack order.
     """
 
     def __init__(self, orchestrator: Orchestrator, layout: Layout,
                  engines: dict[str, list[EngineView]], prepare: Preparer,
                  max_queue: int = 1024, load_bound: int = 2,
                  allocator: Allocator | None = None,
-                 late_factor: float | None = None, late_when_tipped: bool = False) -> None:
+                 late: LateOrder | None = None) -> None:
         self.orchestrator = orchestrator
         self.layout = layout
         self.prepare = prepare
@@ -95,8 +92,7 @@ class Controller:
             router = ROUTERS.get(spec.router)(load_bound=load_bound)
             pool = StagePool(spec.name, spec.stages, SCHEDULERS.get(spec.scheduler), router,
                              max_queue=max_queue,
-                             late_factor=late_factor if spec.scheduler == "slack" else None,
-                             late_when_tipped=late_when_tipped)
+                             late=late if spec.scheduler == "slack" else None)
             views = engines.get(spec.name) or [
                 ExecutorSlot(f"{spec.name}-{i}") for i in range(spec.num_engines)]
             for view in views:

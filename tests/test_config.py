@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from cortex.config import ConfigError, load_config, parse_config
+from cortex.pool.pool import LateOrder
 from cortex.runtime.build import start_engines
 
 
@@ -53,17 +54,14 @@ async def test_late_last_reaches_the_slack_pools_only(tmp_path):
 
     cfg = parse_config({"policy": "cortex", "late_last": 0, "late_last_when_tipped": True,
                         "engines": [{"backend": "null", "count": 2}]})
-    assert cfg.late_last == 0.0 and parse_config({}).late_last is None
-    assert cfg.late_last_when_tipped and not parse_config({}).late_last_when_tipped
+    assert cfg.late == LateOrder(0.0, when_tipped=True) and parse_config({}).late is None
     runtime = await build_runtime(cfg)
     try:
-        factors = {name: pool.late_factor for name, pool in runtime.controller.pools.items()}
-        tipped = {name: pool.late_when_tipped for name, pool in runtime.controller.pools.items()}
+        orders = {name: pool.late for name, pool in runtime.controller.pools.items()}
     finally:
         await runtime.close()
-    assert tipped["generate"] and tipped["fix"]
-    assert factors["generate"] == 0.0 and factors["fix"] == 0.0
-    assert factors["tools"] is None  # an FCFS executor pool keeps its order
+    assert orders["generate"] == orders["fix"] == LateOrder(0.0, when_tipped=True)
+    assert orders["tools"] is None  # an FCFS executor pool keeps its order
 
 
 async def test_run_timeout_factor_reaches_the_orchestrator():

@@ -18,6 +18,7 @@ from cortex.orchestrator.estimates import StageEstimator
 from cortex.orchestrator.orchestrator import DEFAULT_TIMEOUT_FACTOR, Orchestrator
 from cortex.orchestrator.run import Run
 from cortex.pool.placement import build_layout, expected_stage_work
+from cortex.pool.pool import LateOrder
 from cortex.runtime.simulator import Simulator, sim_preparer
 from cortex.workload.nl2sql_sim import NL2SQLWorkload, NL2SQLWorkloadConfig
 
@@ -42,8 +43,7 @@ class SimBenchConfig:
     timeline: bool = False          # record engines/queues/SLO over time for every policy
     timeline_bin_s: float = 5.0
     knobs: bool = False             # turn the agent's knobs for runs with negative slack
-    late_factor: float | None = None  # slack pools serve hopeless calls last (StagePool)
-    late_when_tipped: bool = False    # ... only while a pool has tipped (StagePool)
+    late: LateOrder | None = None   # slack pools serve hopeless calls last (StagePool)
     timeout_factor: float = DEFAULT_TIMEOUT_FACTOR  # runs time out after this x their SLO
 
     def __post_init__(self) -> None:
@@ -51,10 +51,6 @@ class SimBenchConfig:
             raise ValueError("need at least one policy and one rate")
         if any(r <= 0 for r in self.rates):
             raise ValueError("rates must be positive")
-        if self.late_factor is not None and self.late_factor < 0:
-            raise ValueError("--late-last must be >= 0")
-        if self.late_when_tipped and self.late_factor is None:
-            raise ValueError("--late-last-when-tipped needs --late-last K")
         if self.timeout_factor < 1:
             raise ValueError("--run-timeout-factor must be >= 1 (a run would time out "
                              "before its SLO)")
@@ -96,8 +92,7 @@ def run_policy(cfg: SimBenchConfig, policy: str, rate: float) -> tuple[dict[str,
     controller = Controller(orchestrator, layout, views, sim_preparer(workload),
                             max_queue=cfg.max_queue, load_bound=cfg.load_bound,
                             allocator=_allocator(cfg, policy, engines),
-                            late_factor=cfg.late_factor,
-                            late_when_tipped=cfg.late_when_tipped)
+                            late=cfg.late)
     oracle = OracleCache(cfg.engine.block_size)
     sim = Simulator(controller, engines, workload, workflow.name,
                     on_llm_submit=lambda req: oracle.observe(req.prompt_tokens))
@@ -145,8 +140,9 @@ def run_sim_bench(cfg: SimBenchConfig) -> dict[str, Any]:
         "policies": cfg.policies, "rates": cfg.rates, "requests": cfg.num_requests,
         "seed": cfg.seed, "slo_s": cfg.slo_s or default_slo_s(cfg),
         "max_queue": cfg.max_queue, "load_bound": cfg.load_bound,
-        "retry_budget": cfg.retry_budget, "late_factor": cfg.late_factor,
-        "late_when_tipped": cfg.late_when_tipped, "timeout_factor": cfg.timeout_factor,
+        "retry_budget": cfg.retry_budget, "late_factor": cfg.late and cfg.late.factor,
+        "late_when_tipped": bool(cfg.late and cfg.late.when_tipped),
+        "timeout_factor": cfg.timeout_factor,
         "engine_config": cfg.engine.to_dict(),
         "workload_config": cfg.workload.to_dict(),
     }

@@ -42,8 +42,7 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
                          allocator=allocator_config(args),
                          max_engines=getattr(args, "max_engines", None),
                          timeline=timeline is not None, knobs=getattr(args, "knobs", False),
-                         late_factor=getattr(args, "late_last", None),
-                         late_when_tipped=getattr(args, "late_last_when_tipped", False),
+                         late=getattr(args, "late", None),
                          timeout_factor=getattr(args, "run_timeout_factor",
                                                 DEFAULT_TIMEOUT_FACTOR))
     report = run_sim_bench(cfg)

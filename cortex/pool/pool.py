@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
@@ -59,6 +60,24 @@ class _EngineSlot:
     draining: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class LateOrder:
+    """Slack-ordered pools serve *late* calls last: a queued call whose slack is below
+    ``-factor`` x its own expected service can no longer help its run meet the SLO, so
+    it waits until every call that still can has been dispatched (scheduler order
+    within each group; nothing is dropped). ``when_tipped``: only while the pool has
+    tipped into a mostly late queue (a pool whose backlog drains then never defers a
+    call; deferred calls lose their prefix from the caches). docs/architecture.md."""
+
+    factor: float = 0.0
+    when_tipped: bool = False
+
+    def __post_init__(self) -> None:
+        if (isinstance(self.factor, bool) or not isinstance(self.factor, (int, float))
+                or not math.isfinite(self.factor) or self.factor < 0):
+            raise ValueError(f"late-last factor must be a number >= 0, got {self.factor!r}")
+
+
 @dataclass
 class StagePool:
     """Args:
@@ -68,16 +87,12 @@ class StagePool:
         router: engine-choice policy.
         max_queue: bounded queue; a call beyond it is refused (its run is rejected).
         scan_window: how deep ``dispatch`` looks past calls waiting for a busy engine.
-        late_factor: None: serve strictly in scheduler order. A number k: a queued call
-            whose slack is below -k x its own expected service can no longer help its
-            run meet the SLO; it is served only after every call that still can
-            (in scheduler order within each group). Nothing is dropped.
-        late_when_tipped: with ``late_factor``, serve late calls last only while the pool
-            has *tipped*: at least ``TIP_LATE_SHARE`` of a queue of at least
-            ``TIP_MIN_QUEUE`` calls is late. It returns to strict order once fewer than
-            ``UNTIP_LATE_SHARE`` of the queued calls are late, or the queue is empty. A
-            pool whose backlog drains never defers a call (deferred calls lose their
-            prefix from the caches).
+        late: None: serve strictly in scheduler order. A ``LateOrder``: calls that can
+            no longer help their run meet its SLO are served after every call that
+            still can (always, or only while the pool has *tipped*: at least
+            ``TIP_LATE_SHARE`` of a queue of at least ``TIP_MIN_QUEUE`` calls is late;
+            it returns to strict order once fewer than ``UNTIP_LATE_SHARE`` of the
+            queued calls are late, or the queue is empty).
     """
 
     TIP_LATE_SHARE: ClassVar[float] = 0.5
@@ -90,8 +105,7 @@ class StagePool:
     router: BaseRouter
     max_queue: int = 1024
     scan_window: int = 64
-    late_factor: float | None = None
-    late_when_tipped: bool = False
+    late: LateOrder | None = None
     stats: PoolStats = field(default_factory=PoolStats)
     tipped: bool = field(default=False, init=False)  # serving late calls last now
     _slots: dict[str, _EngineSlot] = field(default_factory=dict)
@@ -164,14 +178,14 @@ class StagePool:
     # ---- dispatch ----------------------------------------------------------
     def dispatch(self, now: float) -> list[Dispatch]:
         """Pair queued calls with engines, in scheduler order (calls that can still
-        meet their SLO first when ``late_factor`` is set)."""
+        meet their SLO first when ``late`` is set)."""
         live = {e: s for e, s in self._slots.items() if s.healthy and not s.draining}
         free = {e: s.view.max_concurrency - len(s.calls) for e, s in live.items()}
         if not self._queue:
             self.tipped = False  # the backlog drained
         if not self._queue or not any(v > 0 for v in free.values()):
             return []
-        groups = [self._queue] if self.late_factor is None else self._split_late(now)
+        groups = [self._queue] if self.late is None else self._split_late(now, self.late)
         waiting = dict.fromkeys(live, 0)
         out, kept_groups, scanned = [], [], 0
         for group in groups:
@@ -198,14 +212,15 @@ class StagePool:
                        else list(heapq.merge(*kept_groups, key=lambda item: item[0])))
         return out
 
-    def _split_late(self, now: float) -> list[list[tuple[SortKey, StageCall]]]:
+    def _split_late(self, now: float, order: LateOrder
+                    ) -> list[list[tuple[SortKey, StageCall]]]:
         """The queue as [calls that can still meet their SLO, late calls], each in
-        scheduler order."""
-        factor = self.late_factor or 0.0
+        scheduler order (the whole queue as one group while ``order.when_tipped`` and
+        the pool has not tipped)."""
         viable, late = [], []
         for item in self._queue:
-            (viable if item[1].can_meet_slo(now, factor) else late).append(item)
-        if not self.late_when_tipped:
+            (viable if item[1].can_meet_slo(now, order.factor) else late).append(item)
+        if not order.when_tipped:
             return [viable, late]
         depth = len(self._queue)
         if not self.tipped:

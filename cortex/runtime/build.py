@@ -181,8 +181,7 @@ async def assemble(cfg: CortexConfig, engines: dict[str, BaseEngine], plan: Pool
                                 knobs={name: k for name, k in knobs.items() if k.knobs})
     controller = Controller(orchestrator, plan.layout, plan.views, prepare,
                             max_queue=cfg.max_queue, load_bound=cfg.load_bound,
-                            late_factor=cfg.late_last,
-                            late_when_tipped=cfg.late_last_when_tipped,
+                            late=cfg.late,
                             allocator=make_allocator(cfg, engines))
     runtime = RealtimeRuntime(controller, engines, num_tool_threads=cfg.tool_threads)
     await runtime.start()

@@ -3,17 +3,15 @@ from __future__ import annotations
 import pytest
 
 from cortex.pool.placement import build_layout, expected_stage_work, split_engines
-from cortex.pool.pool import StagePool
+from cortex.pool.pool import LateOrder, StagePool
 from cortex.pool.router import ROUTERS, Candidate, PrefixAffinityRouter
 from cortex.pool.scheduler import SCHEDULERS
 from tests.factories import FakeView, loop_workflow, make_call
 
 
-def pool(scheduler="fcfs", router="least_loaded", views=(), max_queue=8, late_factor=None,
-         late_when_tipped=False, **kw):
+def pool(scheduler="fcfs", router="least_loaded", views=(), max_queue=8, late=None, **kw):
     p = StagePool("p", ("gen",), SCHEDULERS.get(scheduler), ROUTERS.get(router)(**kw),
-                  max_queue=max_queue, late_factor=late_factor,
-                  late_when_tipped=late_when_tipped)
+                  max_queue=max_queue, late=late)
     for v in views:
         p.add_engine(v)
     return p
@@ -40,7 +38,7 @@ def test_late_last_serves_calls_that_can_still_meet_their_slo_first():
     # At t=10: "lost" has slack -8 (< -1 x its 1 s service), "late_ok" -0.5 (viable),
     # "fresh" +5. Strict least-slack order would serve "lost" first.
     strict = pool("slack", views=[FakeView("e0")])
-    late_last = pool("slack", views=[FakeView("e0")], late_factor=1.0)
+    late_last = pool("slack", views=[FakeView("e0")], late=LateOrder(1.0))
     for p in (strict, late_last):
         p.submit(make_call("fresh", slack_key=15.0, expected_s=1.0), 0.0)
         p.submit(make_call("lost", slack_key=2.0, expected_s=1.0), 0.1)
@@ -63,7 +61,7 @@ def test_late_last_when_tipped_defers_late_calls_only_while_most_of_the_queue_is
         monkeypatch):
     # At t=10 a call submitted with slack_key 2 has slack -8: past -1 x its 1 s service.
     monkeypatch.setattr(StagePool, "TIP_MIN_QUEUE", 4)
-    p = pool("slack", views=[FakeView("e0")], late_factor=1.0, late_when_tipped=True)
+    p = pool("slack", views=[FakeView("e0")], late=LateOrder(1.0, when_tipped=True))
     p.submit(make_call("lost", slack_key=2.0), 0.0)
     for i in range(3):
         p.submit(make_call(f"fresh{i}", slack_key=15.0 + i), 0.1)
@@ -211,3 +209,9 @@ def test_prefix_affinity_asks_engines_about_the_requests_model():
     p.submit(call, 0.0)
     assert [d.engine_id for d in p.dispatch(0.0)] == ["warm"]
     assert warm.asked == cold.asked == "gemma3-270m"
+
+
+@pytest.mark.parametrize("factor", [-1.0, float("nan"), True, "1"])
+def test_late_order_refuses_a_factor_that_is_not_a_number_at_least_zero(factor):
+    with pytest.raises(ValueError, match="late-last factor must be a number >= 0"):
+        LateOrder(factor)
