@@ -170,21 +170,29 @@ class Allocator:
             return f"engine {d.engine_id!r} belongs to {a.home!r}, not {d.target!r}"
         if d.kind is DecisionKind.SCALE_IN and (self.provider is None or not a.can_retire):
             return f"engine {d.engine_id!r} was not started by a provider"
+        if d.kind is DecisionKind.SCALE_IN and a.home != d.source:
+            return f"engine {d.engine_id!r} is on loan from {a.home!r}; return it before retiring it"
+        if d.kind is DecisionKind.MOVE and self._num_active(d.source, own=True) < 2:
+            # a borrower living on loans alone could never give them back
+            return f"pool {d.source!r} would be left without an active engine of its own"
         if self._num_active(d.source) < 2 and not self._may_empty(d):
             return f"pool {d.source!r} would be left without an active engine"
         return ""
 
     def _may_empty(self, d: Decision) -> bool:
         """A lend may take an idle pool's last engine: the first call queued there
-        recalls it at once (``settle``)."""
+        recalls it at once (``settle``). A return may take an idle borrower's last
+        engine: it is the lender's (the borrower's own may have failed)."""
         pool = self.pools[d.source]
-        return (d.kind is DecisionKind.LEND and pool.queue_depth == 0
+        return (d.kind in (DecisionKind.LEND, DecisionKind.RETURN) and pool.queue_depth == 0
                 and sum(pool.in_flight(e) for e in pool.engine_ids) == 0)
 
-    def _num_active(self, pool_name: str) -> int:
+    def _num_active(self, pool_name: str, own: bool = False) -> int:
+        """Healthy engines of the pool not being moved (``own``: of its own, not on loan)."""
         assigned = self.assignment
         return sum(1 for e in self.pools[pool_name].healthy_engines()
-                   if e in assigned and assigned[e].pending is None)
+                   if e in assigned and assigned[e].pending is None
+                   and (not own or assigned[e].home == pool_name))
 
     def settle(self, now: float) -> list[Change]:
         """Phase 2: reassign every draining engine with nothing left in flight;
@@ -195,10 +203,27 @@ class Allocator:
         for engine_id in sorted(self._draining):
             a = self.assignment[engine_id]
             d = a.pending
-            if d is not None and not self.pools[d.source].in_flight(engine_id):
+            if d is None:
+                continue
+            source = self.pools[d.source]
+            if (source.queue_depth and self._num_active(d.source) == 0
+                    and engine_id in source.healthy_engines()):
+                # the pool's other engines failed (or left) while this one drained: it
+                # stays, or the queued calls (a failed call's retry among them) would wait
+                # for an engine that never comes
+                self._call_off(a, d, now, f"pool {d.source!r} has queued work and no other "
+                               "active engine")
+            elif not source.in_flight(engine_id):
                 self._draining.discard(engine_id)
                 changes.append(self._reassign(a, d, now))
         return changes
+
+    def _call_off(self, a: Assignment, d: Decision, now: float, why: str) -> None:
+        """End a drain without reassigning: the engine serves its pool again."""
+        self._draining.discard(a.engine_id)
+        a.pending = None
+        self.pools[d.source].set_draining(a.engine_id, False)
+        self._mark_done(d, now, cancelled=why)
 
     def _recall(self, now: float) -> None:
         for name in sorted(self._emptied):
@@ -212,9 +237,12 @@ class Allocator:
             lent = sorted((a for a in self.assignment.values()
                            if a.home == name and a.pool != name and a.pending is None),
                           key=lambda a: (self.pools[a.pool].in_flight(a.engine_id), a.engine_id))
-            if lent:
-                self.begin(Decision(DecisionKind.RETURN, lent[0].engine_id, lent[0].pool, name,
-                                    f"{name} has queued work and no engine"), now)
+            for a in lent:
+                decision = Decision(DecisionKind.RETURN, a.engine_id, a.pool, name,
+                                    f"{name} has queued work and no engine")
+                if not self._invalid(decision):  # checked first: this runs every dispatch
+                    self.begin(decision, now)
+                    break
 
     def _reassign(self, a: Assignment, d: Decision, now: float) -> Change:
         source = self.pools[d.source]
@@ -234,10 +262,10 @@ class Allocator:
             a.home = d.target
         return a.engine_id, d.target
 
-    def _mark_done(self, d: Decision, now: float) -> None:
+    def _mark_done(self, d: Decision, now: float, cancelled: str = "") -> None:
         for i in range(len(self.records) - 1, -1, -1):
             if self.records[i].decision is d:
-                self.records[i] = self.records[i]._replace(done_at=now)
+                self.records[i] = self.records[i]._replace(done_at=now, cancelled=cancelled)
                 return
 
     # ---- scale out ---------------------------------------------------------------
@@ -267,6 +295,10 @@ class Allocator:
             if record is not None:
                 self._mark_done(record.decision, now)
             changes.append((engine_id, pool_name))
+        for engine_id, why in self.provider.failed(now):
+            record = self._starting.pop(engine_id, None)
+            if record is not None:
+                self._mark_done(record.decision, now, cancelled=why)
         return changes
 
     # ---- accounting ------------------------------------------------------------------

@@ -96,6 +96,11 @@ def has_drain(pool: PoolLoad) -> bool:
     return any(e.is_draining for e in pool.engines)
 
 
+def own_active(pool: PoolLoad) -> int:
+    """Active engines of ``pool``'s own (not on loan from another pool)."""
+    return sum(1 for e in pool.active if e.home == pool.name)
+
+
 def movable_engines(pool: PoolLoad, now: float, min_dwell_s: float) -> list[EngineLoad]:
     """Home engines of ``pool`` that have served it for ``min_dwell_s``, fewest
     calls in flight first (they drain soonest)."""

@@ -32,6 +32,7 @@ from cortex.allocator.policy import (
     compatible,
     has_drain,
     movable_engines,
+    own_active,
 )
 from cortex.allocator.types import AllocationContext, Decision, DecisionKind, EngineLoad, PoolLoad
 
@@ -106,7 +107,7 @@ class PressurePolicy(BaseAllocationPolicy):
         decisions += moves
         if not moves:
             decisions += self._lend(ctx, {d.engine_id for d in decisions})
-        scaling, state = self._scale(ctx, state, bool(moves))
+        scaling, state = self._scale(ctx, state, bool(moves), {d.engine_id for d in decisions})
         return decisions + scaling, state
 
     def pressure(self, pool: PoolLoad, num_engines: int | None = None) -> float:
@@ -180,7 +181,7 @@ class PressurePolicy(BaseAllocationPolicy):
         receivers = [p for p in pools if self.pressure(p) >= cfg.min_pressure
                      or p.queue_depth > 0 or is_slo_threatened(p)]
         for receiver in sorted(receivers, key=lambda p: (-self.pressure(p), p.name)):
-            donors = sorted((d for d in pools if compatible(d, receiver) and d.num_active >= 2
+            donors = sorted((d for d in pools if compatible(d, receiver) and own_active(d) >= 2
                              and not self._is_idle(d)  # an idle pool lends instead
                              and not (cfg.saturation_moves and d.is_saturated)),
                             key=lambda d: (self.pressure(d, d.num_active - 1), d.name))
@@ -209,7 +210,7 @@ class PressurePolicy(BaseAllocationPolicy):
                                key=lambda p: (-p.queue_depth, p.name)):
             options = []
             for donor in pools:
-                if (not compatible(donor, receiver) or donor.num_active < 2
+                if (not compatible(donor, receiver) or own_active(donor) < 2
                         or donor.queue_depth > 0 or any(e.waiting for e in donor.active)
                         or self._fed_recently(state, donor.name, ctx.now)):
                     continue
@@ -245,7 +246,8 @@ class PressurePolicy(BaseAllocationPolicy):
         previous ones moved. Returns (engine, receiver pressure, donor pressure after)."""
         out = []
         n_r, n_d = receiver.num_active, donor.num_active
-        for engine in movable_engines(donor, ctx.now, self.config.min_dwell_s):
+        spare = own_active(donor) - 1  # never its last own engine (loans must go back)
+        for engine in movable_engines(donor, ctx.now, self.config.min_dwell_s)[:spare]:
             if len(out) >= self.config.max_moves_per_step \
                     or not self._beats(receiver, n_r, donor, n_d - 1):
                 break
@@ -293,8 +295,8 @@ class PressurePolicy(BaseAllocationPolicy):
         return spare[:max(0, lender.num_active - keep - already)]
 
     # ---- 4. scale out / in ---------------------------------------------------------
-    def _scale(self, ctx: AllocationContext, state: PressureState, moved: bool
-               ) -> tuple[list[Decision], PressureState]:
+    def _scale(self, ctx: AllocationContext, state: PressureState, moved: bool,
+               taken: set[str]) -> tuple[list[Decision], PressureState]:
         cfg = self.config
         idle = dict(state.idle_since)
         for pool in ctx.pools:
@@ -305,7 +307,7 @@ class PressurePolicy(BaseAllocationPolicy):
         state = replace(state, idle_since=tuple(sorted(idle.items())))
         if moved or ctx.now - state.last_scale_at < cfg.scale_cooldown_s:
             return [], state
-        decision = self._scale_out(ctx) or self._scale_in(ctx, idle)
+        decision = self._scale_out(ctx) or self._scale_in(ctx, idle, taken)
         if decision is None:
             return [], state
         return [decision], replace(state, last_scale_at=ctx.now)
@@ -321,7 +323,8 @@ class PressurePolicy(BaseAllocationPolicy):
                         f"{pool.name} threatens the SLO ({pool.num_late} late calls, "
                         f"least slack {pool.min_slack_s}) and no move helps")
 
-    def _scale_in(self, ctx: AllocationContext, idle: dict[str, float]) -> Decision | None:
+    def _scale_in(self, ctx: AllocationContext, idle: dict[str, float], taken: set[str]
+                  ) -> Decision | None:
         """Retire a provider-started engine of a pool idle for ``scale_in_idle_s``. When it
         is its pool's only engine (the pool's own engines moved away while it served),
         first move a configured engine over (``_make_room``), so the started one can go:
@@ -329,27 +332,29 @@ class PressurePolicy(BaseAllocationPolicy):
         settled = [p for p in ctx.pools
                    if p.name in idle and ctx.now - idle[p.name] >= self.config.scale_in_idle_s]
         for pool in settled:
-            spare = [e for e in pool.active if e.can_retire and e.in_flight == 0]
+            spare = [e for e in pool.active if e.can_retire and e.in_flight == 0
+                     and e.home == pool.name and e.engine_id not in taken]
             if not spare:
                 continue
             engine = min(spare, key=lambda e: e.engine_id)
             if pool.num_active >= 2:
                 return Decision(DecisionKind.SCALE_IN, engine.engine_id, pool.name, "",
                                 f"{pool.name} idle for {ctx.now - idle[pool.name]:.0f} s")
-            room = self._make_room(pool, engine.engine_id, settled)
+            room = self._make_room(pool, engine.engine_id, settled, taken)
             if room is not None:
                 return room
         return None
 
     @staticmethod
-    def _make_room(pool: PoolLoad, retiring: str, settled: list[PoolLoad]) -> Decision | None:
+    def _make_room(pool: PoolLoad, retiring: str, settled: list[PoolLoad], taken: set[str]
+                   ) -> Decision | None:
         """Move an idle configured engine to ``pool`` from a compatible settled pool with
         two or more engines."""
         for donor in settled:
-            if donor is pool or donor.model != pool.model or donor.num_active < 2:
+            if donor is pool or donor.model != pool.model or own_active(donor) < 2:
                 continue
             kept = [e for e in donor.active if not e.can_retire and e.in_flight == 0
-                    and e.home == donor.name]
+                    and e.home == donor.name and e.engine_id not in taken]
             if kept:
                 moved = min(kept, key=lambda e: e.engine_id)
                 return Decision(DecisionKind.MOVE, moved.engine_id, donor.name, pool.name,

@@ -31,6 +31,7 @@ def allocation_summary(allocator: Allocator, runs: Sequence[Run]) -> dict[str, A
         "log": [{"t": round(r.begun_at, 3), "done": None if r.done_at is None
                  else round(r.done_at, 3), "kind": r.decision.kind.value,
                  "engine": r.decision.engine_id, "from": r.decision.source,
-                 "to": r.decision.target, "why": r.decision.reason}
+                 "to": r.decision.target, "why": r.decision.reason,
+                 **({"cancelled": r.cancelled} if r.cancelled else {})}
                 for r in allocator.records],
     }

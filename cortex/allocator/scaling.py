@@ -49,6 +49,11 @@ class BaseEngineProvider(abc.ABC):
     def stop(self, engine_id: str, now: float) -> None:
         """Stop a drained engine the allocator has retired (it serves nothing)."""
 
+    def failed(self, now: float) -> list[tuple[str, str]]:
+        """(engine id, why) of engines that failed to start since the last call; the
+        allocator closes their scale-out records. None by default."""
+        return []
+
 
 class SimEngineProvider(BaseEngineProvider):
     """Simulated engines: ready ``startup_s`` after ``start``.
@@ -114,6 +119,7 @@ class AsyncEngineProvider(BaseEngineProvider):
         self._prefix, self._ids = prefix, itertools.count()
         self._starting: dict[str, asyncio.Task[None]] = {}
         self._ready: list[Ready] = []
+        self._failed: list[tuple[str, str]] = []
 
     def num_startable(self) -> int:
         return max(0, self.max_engines - len(self.engines) - len(self._starting))
@@ -124,7 +130,7 @@ class AsyncEngineProvider(BaseEngineProvider):
         engine_id = f"{self._prefix}-{next(self._ids)}"
         try:
             engine = self.factory(engine_id, model)
-        except ValueError as exc:
+        except Exception as exc:  # noqa: BLE001 - a factory bug must not stop the allocator
             log.warning("cannot start an engine for pool %s: %s", pool, exc)
             return None
         task = asyncio.get_running_loop().create_task(engine.start())
@@ -136,14 +142,19 @@ class AsyncEngineProvider(BaseEngineProvider):
                  task: asyncio.Task[None]) -> None:
         self._starting.pop(engine_id, None)
         if task.cancelled() or task.exception() is not None:
-            log.warning("engine %s failed to start: %s", engine_id,
-                        "cancelled" if task.cancelled() else task.exception())
+            why = "cancelled" if task.cancelled() else repr(task.exception())
+            log.warning("engine %s failed to start: %s", engine_id, why)
+            self._failed.append((engine_id, f"failed to start: {why}"))
             return
         self.engines[engine_id] = engine
         self._ready.append((engine_id, pool, engine))
 
     def ready(self, now: float) -> list[Ready]:
         out, self._ready = self._ready, []
+        return out
+
+    def failed(self, now: float) -> list[tuple[str, str]]:
+        out, self._failed = self._failed, []
         return out
 
     def stop(self, engine_id: str, now: float) -> None:

@@ -138,3 +138,4 @@ class MoveRecord(NamedTuple):
     decision: Decision
     begun_at: float
     done_at: float | None
+    cancelled: str = ""     # why the drain was called off (the engine stayed); "" if not

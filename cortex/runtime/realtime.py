@@ -180,10 +180,15 @@ class RealtimeRuntime:
         try:
             while True:
                 await asyncio.sleep(delay)
+                engine = self.engines.get(engine_id)
+                if engine is None or engine_id not in self.controller.engine_pool:
+                    return  # retired (scale-in) meanwhile: nothing left to probe
                 try:
-                    healthy = await self.engines[engine_id].probe()
+                    healthy = await engine.probe()
                 except Exception:  # noqa: BLE001 - a failing probe means still unhealthy
                     healthy = False
+                if engine_id not in self.controller.engine_pool:
+                    return
                 if healthy:
                     self._execute(self.controller.set_engine_health(engine_id, True,
                                                                     self.clock()))
@@ -195,7 +200,10 @@ class RealtimeRuntime:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.tick_s)
-            self._execute(self.controller.tick(self.clock()))
+            try:
+                self._execute(self.controller.tick(self.clock()))
+            except Exception:  # a bug in one step must not end timeouts and allocation
+                log.exception("controller tick failed; the next tick runs as usual")
 
     # ---- events ----------------------------------------------------------------
     def _emit(self, kind: str, call: StageCall, result: CallResult | None = None) -> None:

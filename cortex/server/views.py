@@ -118,7 +118,7 @@ def allocation_view(service: CortexService, num_decisions: int = NUM_DECISIONS
     def record(r: MoveRecord) -> dict[str, Any]:
         done = stamp(r.done_at)
         return {**stamp(r.begun_at), **_decision(r.decision), "done": r.done_at is not None,
-                "done_t": done["t"]}
+                "done_t": done["t"], "cancelled": r.cancelled or None}
 
     records = allocator.records
     recent = records[-num_decisions:] if num_decisions > 0 else []

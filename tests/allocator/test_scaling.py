@@ -125,3 +125,37 @@ async def test_async_provider_starts_on_the_loop_and_closes_on_stop():
     provider.stop(eid, 0.2)
     await asyncio.sleep(0.01)
     assert engine.closed and eid not in live and provider.num_startable() == 1
+
+
+class _BrokenStart(_FakeEngine):
+    async def start(self) -> None:
+        raise RuntimeError("model file is corrupt")
+
+
+def _no_factory(engine_id: str, model: str) -> BaseEngine:
+    raise TypeError("factory bug")
+
+
+async def test_an_engine_that_fails_to_start_closes_its_scale_out_record():
+    live: dict[str, BaseEngine] = {}
+    provider = AsyncEngineProvider(_BrokenStart, live, max_engines=4)
+    allocator = Allocator(AllocatorConfig("static"), provider=provider)
+    c = malleable_controller(num_gen=1, num_fix=1, allocator=allocator)
+    c.tick(0.0)
+    assert allocator.begin(Decision(DecisionKind.SCALE_OUT, "", "", "fix", "test"), 0.0)
+    await asyncio.sleep(0.01)
+    c.tick(1.0)
+    (record,) = allocator.records
+    assert record.done_at == 1.0 and "failed to start: RuntimeError('model file is corrupt')" \
+        in record.cancelled
+    assert record.decision.engine_id not in c.engine_pool and not live
+    assert provider.num_startable() == 4 and provider.failed(2.0) == []
+
+
+async def test_a_factory_that_raises_refuses_the_scale_out_instead_of_raising():
+    provider = AsyncEngineProvider(_no_factory, {}, max_engines=2)
+    assert provider.start("fix", "m", 0.0) is None
+    allocator = Allocator(AllocatorConfig("static"), provider=provider)
+    malleable_controller(num_gen=1, num_fix=1, allocator=allocator)
+    assert not allocator.begin(Decision(DecisionKind.SCALE_OUT, "", "", "fix", "test"), 0.0)
+    assert allocator.refused[-1][2] == "the provider could not start an engine"

@@ -9,9 +9,8 @@ from cortex.config import parse_config
 from cortex.core import RunStatus
 from cortex.runtime.build import build_runtime
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 async def test_killed_engine_call_is_retried_elsewhere():
     cfg = parse_config({"policy": "shared-fcfs", "workflows": ["nl2sql"],
                         "engines": [{"backend": "llamacpp", "count": 2, "cache_mb": 32}]})
@@ -36,6 +35,7 @@ async def test_killed_engine_call_is_retried_elsewhere():
         await runtime.close()
 
 
+@pytest.mark.slow
 async def test_failure_with_no_engine_left_fails_the_run_with_reason():
     cfg = parse_config({"policy": "shared-fcfs", "workflows": ["nl2sql"],
                         "engines": [{"backend": "llamacpp", "count": 1, "cache_mb": 32}]})
@@ -47,5 +47,20 @@ async def test_failure_with_no_engine_left_fails_the_run_with_reason():
             "nl2sql", {"question": "How many employees?", "db": "hr"}, slo_s=60), 60)
         assert run.status is RunStatus.FAILED
         assert "engine llamacpp-0 failed" in run.reason
+    finally:
+        await runtime.close()
+
+
+@pytest.mark.parametrize("gone", ["retired", "never existed"])
+async def test_probe_of_an_engine_no_longer_served_ends(gone):
+    # An engine retired (scale-in) after a failure must not be probed forever, nor
+    # have its health set in a pool it left.
+    cfg = parse_config({"policy": "cortex", "workflows": ["nl2sql"],
+                        "engines": [{"backend": "null", "count": 2}]})
+    runtime = await build_runtime(cfg)
+    try:
+        engine_id = "null-1" if gone == "retired" else "null-9"
+        runtime.controller.engine_pool.pop(engine_id, None)
+        await asyncio.wait_for(runtime._probe(engine_id, first_delay_s=0.001), 1.0)
     finally:
         await runtime.close()
