@@ -11,7 +11,7 @@ def test_failure_retry_is_not_stranded_by_a_move_draining_the_only_other_engine(
     # gen: e0, e1; fix: e2. e0 is draining toward fix with a call in flight when e1
     # dies. The retry of e1's call must not end up queued in a pool with no engine.
     c = malleable_controller(num_gen=2, num_fix=1)
-    run_a, acts_a = c.admit("loop", {"q": "a"}, 0.0)
+    _, acts_a = c.admit("loop", {"q": "a"}, 0.0)
     run_b, acts_b = c.admit("loop", {"q": "b"}, 0.0)
     on = {s.engine_id: s.call for s in starts(acts_a) + starts(acts_b)}
     assert set(on) == {"e0", "e1"}
@@ -66,8 +66,8 @@ def test_a_borrower_never_gives_away_its_own_last_engine_so_the_loan_can_go_back
     # gen's only own engine to fix: gen would live on fix's loan alone, and the loan could
     # then never go back (a RETURN would leave gen without an active engine).
     from cortex.allocator import PressurePolicy
-    from tests.allocator.alloc_factories import ctx, load
     from cortex.allocator.types import EngineLoad
+    from tests.allocator.alloc_factories import ctx, load
 
     c = malleable_controller(num_gen=1, num_fix=2)
     assert c.allocator.begin(Decision(DecisionKind.LEND, "e2", "fix", "gen", "fix idle"), 0.0)
