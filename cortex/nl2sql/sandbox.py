@@ -10,13 +10,20 @@ Layers, outermost first:
    that is not a read, whatever the parser thought).
 3. Bounds: a progress handler stops the query after ``timeout_s``; at most ``max_rows``
    rows and about ``max_bytes`` bytes come back (``truncated`` says when more existed).
+   The handler runs between SQLite VM instructions, so no single function call may run
+   long: ``printf`` / ``format`` are replaced by a checked version (a ``%c`` precision of
+   2e9 loops for ~15 s inside one call; widths and precisions over ``MAX_FORMAT_WIDTH``
+   give NULL, as SQLite itself does for a result over its length limit), and LIKE / GLOB
+   patterns are capped at ``MAX_PATTERN_LENGTH`` characters.
 
 Every refusal or error comes back as ``SqlResult(ok=False, error=...)`` worded so that a
 small model can fix its query; nothing raises.
 """
 from __future__ import annotations
 
+import re
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +37,8 @@ DEFAULT_MAX_ROWS = 200
 DEFAULT_MAX_BYTES = 256 * 1024
 DEFAULT_TIMEOUT_S = 2.0
 PROGRESS_EVERY = 1000  # SQLite VM instructions between deadline checks
+MAX_FORMAT_WIDTH = 10_000   # printf/format width or precision
+MAX_PATTERN_LENGTH = 1_000  # LIKE / GLOB pattern characters
 _FETCH_BATCH = 64
 
 
@@ -91,8 +100,47 @@ def _open(db_path: Path | str, max_bytes: int) -> sqlite3.Connection:
     if hasattr(conn, "setlimit"):  # Python >= 3.11: no multi-GB strings or blobs
         conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(max_bytes, 1 << 20))
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, MAX_PATTERN_LENGTH)
+    for name in ("printf", "format"):
+        conn.create_function(name, -1, _checked_printf, deterministic=True)
     conn.set_authorizer(read_only_authorizer)
     return conn
+
+
+# %[flags][width][.precision][length]type, width and precision a number or *
+_SPEC = re.compile(r"%([-+ 0#!,]*)(\*|\d+)?(?:\.(\*|\d+))?(ll|l)?(.)?", re.DOTALL)
+_formatter = threading.local()
+
+
+def _checked_printf(fmt: Any = None, *args: Any) -> Any:
+    """SQLite's own printf, on a private in-memory connection, once no width or
+    precision (literal or ``*`` argument) exceeds ``MAX_FORMAT_WIDTH``; NULL otherwise."""
+    if isinstance(fmt, str):
+        queue = list(args)
+        for match in _SPEC.finditer(fmt):
+            if match.group(5) == "%" and not any(match.group(i) for i in (1, 2, 3, 4)):
+                continue  # %%
+            for part in (match.group(2), match.group(3)):
+                if part == "*":
+                    value = queue.pop(0) if queue else 0
+                    try:
+                        size = abs(int(value))
+                    except (TypeError, ValueError, OverflowError):
+                        size = 0
+                elif part:
+                    size = int(part)
+                else:
+                    continue
+                if size > MAX_FORMAT_WIDTH:
+                    return None
+            if match.group(5) not in (None, "%"):
+                queue[:1] = []  # the converted value
+    conn = getattr(_formatter, "conn", None)
+    if conn is None:
+        conn = _formatter.conn = sqlite3.connect(":memory:", check_same_thread=False)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1 << 20)
+    marks = ", ".join("?" * (len(args) + 1))
+    return conn.execute(f"SELECT printf({marks})", (fmt, *args)).fetchone()[0]
 
 
 def _execute(conn: sqlite3.Connection, sql: str, db_path: Path | str, max_rows: int,

@@ -158,8 +158,34 @@ def test_byte_cap_truncates(sales_copy: Path) -> None:
     result = run_query(sales_copy, sql, max_rows=100_000, max_bytes=10_000)
     size = sum(len(v) + 2 for row in result.rows for v in row)
     assert result.ok and result.truncated and 0 < size <= 10_000
-    wide = run_query(sales_copy, "SELECT printf('%.*c', 300000, 'x')")
+    wide = run_query(sales_copy, "SELECT hex(zeroblob(150000))")  # 300,000 characters
     assert wide.ok and wide.truncated and wide.rows == []
+
+
+@pytest.mark.parametrize("sql", ["SELECT printf('%.*c', 2000000000, 'x')",
+                                 "SELECT format('%.2000000000c', 'x')",
+                                 "SELECT printf('%!*.*c', 5, 2147483647, 'x')"])
+def test_one_printf_call_cannot_outrun_the_time_limit(sales_copy: Path, sql: str) -> None:
+    # The progress handler never runs inside one function call: SQLite's own %c with a
+    # precision of 2e9 looped for ~13 s under a 2 s limit. Over MAX_FORMAT_WIDTH: NULL,
+    # as SQLite gives for a result over its length limit.
+    started = time.monotonic()
+    result = run_query(sales_copy, sql, timeout_s=0.5)
+    assert time.monotonic() - started < 5.0
+    assert result.ok and result.rows == [(None,)]
+
+
+def test_printf_and_format_keep_sqlite_semantics(sales_copy: Path) -> None:
+    sql = ("SELECT printf('%5.2f|%s|%d%%|%-4s|%,d|%.*c|%*d', 3.14159, 'ab', 7, 'z', "
+           "1234567, 3, 'x', 4, 42), format('%q', 'it''s'), printf(NULL), printf('%s')")
+    result = run_query(sales_copy, sql)
+    assert result.ok and result.rows == [(" 3.14|ab|7%|z   |1,234,567|xxx|  42", "it''s",
+                                          None, "")]
+
+
+def test_long_like_patterns_are_refused(sales_copy: Path) -> None:
+    result = run_query(sales_copy, "SELECT 'a' LIKE '" + "%a" * 600 + "'")
+    assert not result.ok and "pattern too complex" in result.error
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="Connection.setlimit needs 3.11")
