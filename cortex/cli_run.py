@@ -42,6 +42,10 @@ async def _run_local(args: argparse.Namespace) -> dict[str, Any]:
     from cortex.runtime.build import build_runtime
 
     cfg = _config(args)
+    db = Path(args.db).expanduser()
+    if db.suffix and db.is_file():  # a local file named on this machine's command line
+        cfg.db_dirs = (*cfg.db_dirs, db.resolve().parent)
+        args.db = str(db.resolve())
     runtime = await build_runtime(cfg)
     try:
         name = cfg.workflows[0].name

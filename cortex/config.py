@@ -11,6 +11,10 @@
         urls: [http://127.0.0.1:8000]
         model: my-model
     server: {host: 127.0.0.1, port: 8080, api_key_env: CORTEX_API_KEY}
+    slo_ms: 30000                  # SLO of workflows that declare none (a request's wins)
+    databases: {prod: data/prod.sqlite}  # nl2sql: extra database names clients may use
+    db_dirs: [data/]               # nl2sql: clients may name .sqlite files under these
+                                   # (anything else but the built-ins is refused)
     late_last: 0                   # slack pools serve calls that can no longer meet their
                                    # SLO after those that can (omit: strict least slack)
     late_last_when_tipped: false   # true: only while a pool's queue is mostly late calls
@@ -31,7 +35,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -43,6 +47,9 @@ from cortex.pool.placement import PLACEMENTS  # cortex-malleable is registered b
 from cortex.pool.pool import LateOrder
 from cortex.registry import Registry
 from cortex.workflow import CompiledWorkflow, load_workflow
+
+if TYPE_CHECKING:
+    from cortex.nl2sql.tools import DatabaseAccess
 
 
 class ConfigError(ValueError):
@@ -130,6 +137,8 @@ class CortexConfig:
     load_bound: int = 2
     tool_threads: int = 8
     late: LateOrder | None = None        # late_last / late_last_when_tipped
+    databases: dict[str, Path] = field(default_factory=dict)
+    db_dirs: tuple[Path, ...] = ()
     run_timeout_factor: float = DEFAULT_TIMEOUT_FACTOR
     server: ServerConfig = field(default_factory=ServerConfig)
     allocator: AllocatorSection | None = None
@@ -142,9 +151,16 @@ class CortexConfig:
             options = {k: v for k, v in spec.items() if k != "_path"}
             try:
                 engines[engine_id] = BACKENDS.get(spec["backend"])(engine_id, options)
-            except TypeError as exc:
-                raise ConfigError(self.source, spec["_path"], f"bad engine option: {exc}")
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(self.source, spec["_path"],
+                                  f"bad engine option: {exc}") from None
         return engines
+
+    def database_access(self) -> DatabaseAccess:
+        """The nl2sql tools' database policy for this deployment."""
+        from cortex.nl2sql.tools import DatabaseAccess
+
+        return DatabaseAccess(dict(self.databases), self.db_dirs)
 
 
 def load_config(path: str | Path) -> CortexConfig:
@@ -166,10 +182,17 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
     if policy not in PLACEMENTS:
         raise ConfigError(source, "policy", f"unknown policy {policy!r}; choose one of "
                           f"{', '.join(PLACEMENTS.names())}")
+    unknown = sorted(set(data) - set(CONFIG_FIELDS))
+    if unknown:
+        raise ConfigError(source, unknown[0], f"unknown field; known: {', '.join(CONFIG_FIELDS)}")
     cfg = CortexConfig(policy=policy, source=source)
-    cfg.workflows = [_workflow(w, f"workflows[{i}]", source, base_dir)
-                     for i, w in enumerate(data.get("workflows", ["nl2sql"]))]
+    cfg.workflows = _workflows(data.get("workflows", ["nl2sql"]), source, base_dir)
     cfg.engine_specs = _engine_specs(data.get("engines"), source)
+    try:
+        cfg.make_engines()  # option errors now, naming engines[i], not after start-up
+    except ImportError:  # an optional backend (vllm) not installed: its start says so
+        pass
+    cfg.databases, cfg.db_dirs = _databases(data, source, base_dir)
     if "slo_ms" in data:
         slo = data["slo_ms"]
         if not _is_number(slo) or not math.isfinite(slo) or slo <= 0:
@@ -191,7 +214,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
     if late is not None:
         cfg.late = LateOrder(float(late), tipped)
     factor = data.get("run_timeout_factor", DEFAULT_TIMEOUT_FACTOR)
-    if not _is_number(factor) or factor < 1:
+    if not _is_number(factor) or not math.isfinite(factor) or factor < 1:
         raise ConfigError(source, "run_timeout_factor", "must be a number >= 1 (a run times "
                           f"out once this many times its SLO has passed), got {factor!r}")
     cfg.run_timeout_factor = float(factor)
@@ -216,6 +239,64 @@ def _positive_int(value: Any, source: str, path: str) -> int:
     if not _is_int(value) or value < 1:
         raise ConfigError(source, path, f"must be an integer >= 1, got {value!r}")
     return value
+
+
+CONFIG_FIELDS = ("policy", "workflows", "engines", "slo_ms", "max_queue", "load_bound",
+                 "tool_threads", "late_last", "late_last_when_tipped", "run_timeout_factor",
+                 "server", "allocator", "databases", "db_dirs")
+
+
+def _workflows(raw: Any, source: str, base_dir: Path | None) -> list[CompiledWorkflow]:
+    if not isinstance(raw, list):
+        raise ConfigError(source, "workflows", "must be a list of 'nl2sql' or workflow "
+                          "YAML paths")
+    out: list[CompiledWorkflow] = []
+    for i, entry in enumerate(raw):
+        workflow = _workflow(entry, f"workflows[{i}]", source, base_dir)
+        same = [j for j, w in enumerate(out) if w.name == workflow.name]
+        if same:
+            raise ConfigError(source, f"workflows[{i}]", f"workflow name {workflow.name!r} "
+                              f"is already workflows[{same[0]}]'s; each name must be unique")
+        out.append(workflow)
+    return out
+
+
+def _databases(data: dict[str, Any], source: str, base_dir: Path | None
+               ) -> tuple[dict[str, Path], tuple[Path, ...]]:
+    """``databases`` (name -> SQLite file) and ``db_dirs`` (directories), relative paths
+    against the config file's directory; every file and directory must exist."""
+    from cortex.nl2sql.datasets import DB_IDS
+
+    def place(entry: Any, path: str) -> Path:
+        if not isinstance(entry, str) or not entry.strip():
+            raise ConfigError(source, path, f"must be a path, got {entry!r}")
+        file = Path(entry).expanduser()
+        return file if base_dir is None or file.is_absolute() else base_dir / file
+
+    raw_names = data.get("databases") or {}
+    if not isinstance(raw_names, dict):
+        raise ConfigError(source, "databases", "must be a mapping of database name -> "
+                          "SQLite file")
+    names: dict[str, Path] = {}
+    for name, entry in raw_names.items():
+        path = f"databases.{name}"
+        if not isinstance(name, str) or not name.strip() or name in DB_IDS:
+            raise ConfigError(source, path, f"a database name must be a non-empty string "
+                              f"other than the built-ins ({', '.join(DB_IDS)})")
+        file = place(entry, path)
+        if not file.is_file():
+            raise ConfigError(source, path, f"database file {file} does not exist")
+        names[name] = file
+    raw_dirs = data.get("db_dirs") or []
+    if not isinstance(raw_dirs, list):
+        raise ConfigError(source, "db_dirs", "must be a list of directories")
+    dirs = []
+    for i, entry in enumerate(raw_dirs):
+        folder = place(entry, f"db_dirs[{i}]")
+        if not folder.is_dir():
+            raise ConfigError(source, f"db_dirs[{i}]", f"directory {folder} does not exist")
+        dirs.append(folder)
+    return names, tuple(dirs)
 
 
 def _workflow(entry: Any, path: str, source: str, base_dir: Path | None) -> CompiledWorkflow:

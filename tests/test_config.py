@@ -33,6 +33,20 @@ def test_example_config_loads():
     ({"server": {"max_body_bytes": "1MB"}}, "server.max_body_bytes", "integer >= 1"),
     ({"server": {"api_key": 12345}}, "server.api_key", "non-empty string"),
     ({"server": {"api_key_env": ""}}, "server.api_key_env", "non-empty string"),
+    ({"max_queu": 1}, "max_queu", "unknown field; known: policy, workflows"),
+    ({"run_timeout_factor": float("nan")}, "run_timeout_factor", "number >= 1"),
+    ({"late_last": float("inf")}, "late_last", "number >= 0"),
+    ({"engines": [{"backend": "llamacpp", "cache_mb": -5}]}, "engines[0]",
+     "cache_capacity_bytes must be an integer >= 0"),
+    ({"engines": [{"backend": "llamacpp", "n_ctx": "big"}]}, "engines[0]", "n_ctx"),
+    ({"engines": [{"backend": "null", "max_concurrency": 0}]}, "engines[0]",
+     "max_concurrency"),
+    ({"workflows": ["nl2sql", "nl2sql"]}, "workflows[1]", "already workflows[0]'s"),
+    ({"databases": {"hr": "x.sqlite"}}, "databases.hr", "other than the built-ins"),
+    ({"databases": {"prod": "missing.sqlite"}}, "databases.prod", "does not exist"),
+    ({"databases": ["a.sqlite"]}, "databases", "mapping of database name"),
+    ({"db_dirs": ["no/such/dir"]}, "db_dirs[0]", "does not exist"),
+    ({"db_dirs": "data"}, "db_dirs", "list of directories"),
     ({"server": {"hots": "0.0.0.0"}}, "server.hots", "unknown field"),
     ({"late_last": -1}, "late_last", "number >= 0"),
     ({"late_last": True}, "late_last", "number >= 0"),
@@ -95,3 +109,26 @@ async def test_unreachable_url_fails_at_start():
     with pytest.raises(ConfigError) as info:
         await start_engines(cfg)
     assert "engines[0]" in str(info.value) and "127.0.0.1:9" in str(info.value)
+
+
+async def test_databases_and_db_dirs_become_the_runtime_database_policy(tmp_path):
+    from cortex.nl2sql.tools import database_access, resolve_db, set_database_access
+    from cortex.runtime.build import build_runtime
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.sqlite").write_bytes(b"")
+    (tmp_path / "prod.sqlite").write_bytes(b"")
+    (tmp_path / "cortex.yaml").write_text(
+        "databases: {prod: prod.sqlite}\ndb_dirs: [data]\n"
+        "engines: [{backend: 'null', count: 2}]\n")
+    cfg = load_config(tmp_path / "cortex.yaml")  # relative to the config file
+    assert cfg.databases == {"prod": tmp_path / "prod.sqlite"}
+    assert cfg.db_dirs == (tmp_path / "data",)
+    previous = database_access()
+    runtime = await build_runtime(cfg)
+    try:
+        assert resolve_db("prod") == tmp_path / "prod.sqlite"
+        assert resolve_db("a.sqlite") == (tmp_path / "data" / "a.sqlite").resolve()
+    finally:
+        await runtime.close()
+        set_database_access(previous)

@@ -125,6 +125,9 @@ async def evaluate(questions: list[Any], args: argparse.Namespace) -> dict[str, 
         from cortex.nl2sql.workflow import load_agent
 
         cfg.workflows = [load_agent(args.retry_budget)]
+    # the questions' own database files (external benchmarks) are this user's to open
+    folders = {Path(q.db_path).resolve().parent for q in questions if getattr(q, "db_path", "")}
+    cfg.db_dirs = (*cfg.db_dirs, *sorted(folders))
     runtime = await build_runtime(cfg)
     started = time.perf_counter()
     try:

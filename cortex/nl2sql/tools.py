@@ -5,11 +5,16 @@
 * ``sql.verify``  {result: <execute output>} -> {label, message, sql, rows, columns}
 
 ``db`` is a built-in database name (``sales``, ``hr``, ``logistics``, ``library``;
-generated on first use by ``ensure_databases``) or a path to an existing SQLite file.
+generated on first use by ``ensure_databases``), a name the deployment registered, or a
+path to a SQLite file the deployment allows (``DatabaseAccess``: the config's
+``databases`` and ``db_dirs``). ``db`` may come from an API client, so any other path is
+refused -- with the same message whether or not the file exists.
 Tools never raise on bad input: they return outcome ``error`` with a message.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +32,76 @@ class ToolArgError(ValueError):
     """A tool argument is missing or wrong; the message names it."""
 
 
+@dataclass(frozen=True, slots=True)
+class DatabaseAccess:
+    """Which SQLite files the tools open besides the built-in databases.
+
+    Attributes:
+        names: extra database names -> their files (config ``databases``).
+        dirs: a ``db`` path naming a file under one of these (symlinks resolved) is
+            allowed (config ``db_dirs``); a relative path is looked up in each in turn.
+    """
+
+    names: Mapping[str, Path] = field(default_factory=dict)
+    dirs: tuple[Path, ...] = ()
+
+    def names_text(self) -> str:
+        return ", ".join([*DB_IDS, *sorted(self.names)])
+
+
+_access = DatabaseAccess()
+
+
+def set_database_access(access: DatabaseAccess) -> DatabaseAccess:
+    """Make ``access`` the process's database policy (a runtime sets its config's when it
+    is built); returns the previous one."""
+    global _access
+    previous, _access = _access, access
+    return previous
+
+
+def database_access() -> DatabaseAccess:
+    return _access
+
+
 def resolve_db(db: Any) -> Path:
-    """A built-in database name or an existing file path -> the SQLite file.
+    """A database name, or a path the access policy allows -> the SQLite file.
 
     Raises:
-        ToolArgError: ``db`` is empty, or neither a built-in name nor an existing file.
+        ToolArgError: ``db`` is empty, an unknown name, or a path outside what the policy
+            allows or missing there (the message does not say which of those two).
     """
+    access = _access
     if not isinstance(db, (str, Path)) or not str(db).strip():
-        raise ToolArgError(f"'db' must be a database name ({', '.join(DB_IDS)}) or a path, "
-                           f"got {db!r}")
+        raise ToolArgError(f"'db' must be a database name ({access.names_text()}), got {db!r}")
     text = str(db).strip()
     if text in DB_IDS:
         return ensure_databases()[text]
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise ToolArgError(f"database {text!r} not found: not a built-in name "
-                           f"({', '.join(DB_IDS)}) and no such file")
+    if text in access.names:
+        return access.names[text]
+    path = _allowed_path(Path(text), access)
+    if path is None:
+        where = (f" or a .sqlite file under {', '.join(map(str, access.dirs))}"
+                 if access.dirs else "")
+        raise ToolArgError(f"database {text!r} is not served here: use a database name "
+                           f"({access.names_text()}){where}")
     return path
+
+
+def _allowed_path(path: Path, access: DatabaseAccess) -> Path | None:
+    """``path`` resolved when it is a built-in or registered file or lies under an allowed
+    directory and exists; else None. Client input: no ``~`` expansion."""
+    candidates = [path] if path.is_absolute() else [d / path for d in access.dirs]
+    known = {p.resolve() for p in (*ensure_databases().values(), *access.names.values())}
+    for candidate in candidates:
+        try:
+            real = candidate.resolve()
+        except (OSError, RuntimeError):  # a symlink loop
+            continue
+        if real in known or (any(real.is_relative_to(d.resolve()) for d in access.dirs)
+                             and real.is_file()):
+            return real
+    return None
 
 
 @TOOLS.register("sql.schema")

@@ -173,7 +173,10 @@ async def assemble(cfg: CortexConfig, engines: dict[str, BaseEngine], plan: Pool
     Args:
         workflows: every workflow the runtime serves (default: the config's).
     """
+    from cortex.nl2sql.tools import set_database_access
+
     workflows = workflows or cfg.workflows
+    set_database_access(cfg.database_access())  # the databases clients may name
     knobs = {wf.name: load_knobs(wf) for wf in workflows}
     check_model_knobs(knobs, plan)
     orchestrator = Orchestrator({wf.name: wf for wf in workflows}, default_slo_s=cfg.slo_s,

@@ -111,10 +111,9 @@ def test_yaml_extra_models_key() -> None:
         {"backend": "llamacpp", "count": 2, "cache_mb": 8, "extra_models": [GEMMA]}]})
     engines = cfg.make_engines()
     assert [e.models for e in engines.values()] == [("smollm2-135m", GEMMA)] * 2
-    bad = parse_config({"workflows": [], "engines": [
-        {"backend": "llamacpp", "extra_models": GEMMA}]})
     with pytest.raises(ConfigError, match=r"engines\[0\]: .*extra_models must be a list"):
-        bad.make_engines()
+        parse_config({"workflows": [], "engines": [
+            {"backend": "llamacpp", "extra_models": GEMMA}]})
 
 
 async def test_unstarted_engine_answers_the_router_safely() -> None:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from cortex.core import ToolResult
+from cortex.nl2sql.tools import DatabaseAccess, set_database_access
 from cortex.tools import TOOLS, load_builtin_tools
 
 load_builtin_tools()
@@ -35,8 +38,8 @@ def test_schema_relevant_tables(builtin_env: Path, dbs: dict[str, Path]) -> None
 
 
 @pytest.mark.parametrize("args, needle", [
-    ({"db": "nope"}, "database 'nope' not found: not a built-in name"),
-    ({"db": "/does/not/exist.sqlite"}, "no such file"),
+    ({"db": "nope"}, "database 'nope' is not served here: use a database name (sales, "),
+    ({"db": "/does/not/exist.sqlite"}, "database '/does/not/exist.sqlite' is not served here"),
     ({}, "'db' must be a database name"),
     ({"db": "sales", "tables": "some"}, "'tables' must be 'all' or 'relevant'"),
 ])
@@ -88,3 +91,36 @@ def test_blobs_become_json(builtin_env: Path) -> None:
 def test_verify_rejects_garbage() -> None:
     result = call("sql.verify", result="not a dict")
     assert result.outcome == "error" and result.output["label"] == "error"
+
+
+def test_a_client_cannot_open_a_file_outside_the_allowed_databases(tmp_path: Path,
+                                                                   builtin_env: Path) -> None:
+    # db comes from API clients: a path outside the policy is refused with one message,
+    # whether the file exists or not (no probing), and "~" is not expanded.
+    secret = tmp_path / "secret.sqlite"
+    with sqlite3.connect(secret) as conn:
+        conn.execute("CREATE TABLE secrets (k TEXT, v TEXT)")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    shutil.copy(secret, allowed / "ok.sqlite")
+    shutil.copy(secret, tmp_path / "named.sqlite")
+    (allowed / "escape.sqlite").symlink_to(secret)
+    previous = set_database_access(DatabaseAccess(names={"mine": tmp_path / "named.sqlite"},
+                                                  dirs=(allowed,)))
+    try:
+        messages = set()
+        for db in (str(secret), str(tmp_path / "missing.sqlite"), "../secret.sqlite",
+                   str(allowed / "escape.sqlite"), "~/secret.sqlite", "/etc/passwd"):
+            out = call("sql.execute", db=db, sql="SELECT * FROM secrets")
+            assert out.outcome == "error", db
+            messages.add(out.message.replace(repr(db), "DB"))
+        assert len(messages) == 1, messages
+        assert "not served here" in messages.pop()
+        # names, files under db_dirs (absolute or relative) and the built-ins work
+        for db in ("mine", "ok.sqlite", str(allowed / "ok.sqlite"), "sales"):
+            assert call("sql.execute", db=db, sql="SELECT 1").outcome == "ok", db
+        # the schema tool's db_path of a named database is accepted by sql.execute
+        path = call("sql.schema", db="mine", question="q").output["db_path"]
+        assert call("sql.execute", db_path=path, sql="SELECT 1").outcome == "ok"
+    finally:
+        set_database_access(previous)
