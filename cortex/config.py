@@ -53,8 +53,10 @@ if TYPE_CHECKING:
 
 
 class ConfigError(ValueError):
+    """A bad config: ``source: field: message`` (``source: message`` for the whole file)."""
+
     def __init__(self, source: str, path: str, message: str) -> None:
-        super().__init__(f"{source}: {path}: {message}")
+        super().__init__(f"{source}: {path}: {message}" if path else f"{source}: {message}")
 
 
 EngineFactory = Callable[[str, dict[str, Any]], BaseEngine]

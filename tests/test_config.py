@@ -132,3 +132,13 @@ async def test_databases_and_db_dirs_become_the_runtime_database_policy(tmp_path
     finally:
         await runtime.close()
         set_database_access(previous)
+
+
+def test_whole_file_errors_name_the_file_without_an_empty_field(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("policy: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert str(info.value).startswith(f"{bad}: invalid YAML")
+    with pytest.raises(ConfigError, match=r"^cortex.yaml: the config must be a mapping$"):
+        parse_config([1], source="cortex.yaml")
