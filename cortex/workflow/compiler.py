@@ -5,6 +5,7 @@ Both front ends produce the same plain-dict spec, so they compile to the same
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,15 @@ def _registry_has_tool(name: str) -> bool:
     return name in TOOLS
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
 class _Compiler:
     def __init__(self, source: str, tool_exists: Callable[[str], bool]) -> None:
         self.source = source
@@ -93,7 +103,7 @@ class _Compiler:
         if output is not None and output not in stages:
             raise self.fail("output", f"unknown stage {output!r}; known: {', '.join(names)}")
         slo = spec.get("slo_ms")
-        if slo is not None and (not isinstance(slo, (int, float)) or slo <= 0):
+        if slo is not None and (not _is_number(slo) or slo <= 0):
             raise self.fail("slo_ms", f"must be a positive number of milliseconds, got {slo!r}")
         return CompiledWorkflow(
             name=name, inputs=inputs, stages=stages, entry=entry, output=output,
@@ -133,12 +143,12 @@ class _Compiler:
         if not isinstance(args, dict):
             raise self.fail(f"{path}.args", "must be a mapping of argument templates", name)
         fanout, join = raw.get("fanout", 1), raw.get("join", JOIN_FIRST_OK)
-        if not isinstance(fanout, int) or isinstance(fanout, bool) or fanout < 1:
+        if not _is_int(fanout) or fanout < 1:
             raise self.fail(f"{path}.fanout", f"must be an integer >= 1, got {fanout!r}", name)
         if join not in (JOIN_FIRST_OK, JOIN_ALL):
             raise self.fail(f"{path}.join", f"must be '{JOIN_FIRST_OK}' or '{JOIN_ALL}'", name)
         prior = raw.get("expected_service_ms")
-        if prior is not None and (not isinstance(prior, (int, float)) or prior <= 0):
+        if prior is not None and (not _is_number(prior) or prior <= 0):
             raise self.fail(f"{path}.expected_service_ms", "must be a positive number", name)
         output_as = raw.get("output_as")
         if output_as is not None and (not isinstance(output_as, str) or not output_as.isidentifier()):
@@ -158,22 +168,52 @@ class _Compiler:
         system = raw.get("system", "")
         if not isinstance(system, str):
             raise self.fail(f"{path}.system", "must be a string", stage)
-        kwargs: dict[str, Any] = {}
-        for key in _SAMPLING_FIELDS:
-            if key in raw:
-                kwargs[key] = tuple(raw[key]) if key == "stop" else raw[key]
-        try:
-            params = SamplingParams(**kwargs)
-        except (TypeError, ValueError) as exc:
-            raise self.fail(path, f"bad sampling parameters: {exc}", stage) from None
-        for key in ("max_tokens",):
-            if not isinstance(getattr(params, key), int) or getattr(params, key) < 1:
-                raise self.fail(f"{path}.{key}", "must be a positive integer", stage)
+        params = self._sampling(raw, path, stage)
+        model = raw.get("model")
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise self.fail(f"{path}.model", f"must be a model name or null, got {model!r}",
+                            stage)
         parse = raw.get("parse", "text")
         if parse not in ("text", "sql"):
             raise self.fail(f"{path}.parse", f"unknown parser {parse!r} (known: text, sql)", stage)
-        return LlmSpec(system=system, user=user, params=params, model=raw.get("model"),
-                       parse=parse)
+        return LlmSpec(system=system, user=user, params=params, model=model, parse=parse)
+
+    def _sampling(self, raw: dict[str, Any], path: str, stage: str) -> SamplingParams:
+        """The sampling fields, each checked for its type and range (YAML ``true`` is not a
+        number here, and ``stop: "END"`` is one stop sequence, not three)."""
+        kwargs: dict[str, Any] = {}
+        if "max_tokens" in raw:
+            value = raw["max_tokens"]
+            if not _is_int(value) or value < 1:
+                raise self.fail(f"{path}.max_tokens", f"must be an integer >= 1, got {value!r}",
+                                stage)
+            kwargs["max_tokens"] = value
+        if "temperature" in raw:
+            value = raw["temperature"]
+            if not _is_number(value) or not 0 <= value <= 2:
+                raise self.fail(f"{path}.temperature",
+                                f"must be a number from 0 to 2, got {value!r}", stage)
+            kwargs["temperature"] = float(value)
+        if "top_p" in raw:
+            value = raw["top_p"]
+            if not _is_number(value) or not 0 < value <= 1:
+                raise self.fail(f"{path}.top_p",
+                                f"must be a number above 0 and at most 1, got {value!r}", stage)
+            kwargs["top_p"] = float(value)
+        if "stop" in raw:
+            value = raw["stop"]
+            stops = [value] if isinstance(value, str) else value
+            if not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) and s for s in stops):
+                raise self.fail(f"{path}.stop", "must be a non-empty string or a list of "
+                                f"non-empty strings, got {value!r}", stage)
+            kwargs["stop"] = tuple(stops)
+        if raw.get("seed") is not None:
+            value = raw["seed"]
+            if not _is_int(value) or value < 0:
+                raise self.fail(f"{path}.seed", f"must be an integer >= 0 or null, got {value!r}",
+                                stage)
+            kwargs["seed"] = value
+        return SamplingParams(**kwargs)
 
     def _edges(self, raw: Any, path: str, stage: str, names: list[str]) -> tuple[Edge, ...]:
         if raw is None:
@@ -200,8 +240,9 @@ class _Compiler:
                 isinstance(w, str) and w for w in when)):
             raise self.fail(f"{path}.when", "must be an outcome label or a list of labels", stage)
         budget = raw.get("max_traversals")
-        if budget is not None and (not isinstance(budget, int) or budget < 0):
-            raise self.fail(f"{path}.max_traversals", "must be an integer >= 0", stage)
+        if budget is not None and (not _is_int(budget) or budget < 0):
+            raise self.fail(f"{path}.max_traversals", f"must be an integer >= 0, got {budget!r}",
+                            stage)
         return Edge(stage, target, None if when is None else frozenset(when), budget)
 
     def _check_reachable(self, stages: dict[str, Stage], entry: str, names: list[str]) -> None:

@@ -122,3 +122,59 @@ def test_bad_yaml_names_file(tmp_path):
     path.write_text("name: [unclosed")
     with pytest.raises(WorkflowError, match="broken.yaml: invalid YAML"):
         load_workflow(path, tool_exists=tool_exists)
+
+
+def llm_with(**fields):
+    """BASE with ``fields`` added to the entry stage's llm section."""
+    return spec_with(stages__0__llm={"user": "{{ q }}", **fields})
+
+
+@pytest.mark.parametrize("fields, where, says", [
+    ({"stop": 5}, "stages[0].llm.stop", "string or a list of non-empty strings, got 5"),
+    ({"stop": [";", 7]}, "stages[0].llm.stop", "got [';', 7]"),
+    ({"stop": ""}, "stages[0].llm.stop", "non-empty"),
+    ({"stop": {"a": 1}}, "stages[0].llm.stop", "string or a list"),
+    ({"temperature": "hot"}, "stages[0].llm.temperature", "number from 0 to 2, got 'hot'"),
+    ({"temperature": True}, "stages[0].llm.temperature", "got True"),
+    ({"temperature": 2.5}, "stages[0].llm.temperature", "from 0 to 2"),
+    ({"temperature": -0.1}, "stages[0].llm.temperature", "from 0 to 2"),
+    ({"temperature": float("nan")}, "stages[0].llm.temperature", "from 0 to 2"),
+    ({"max_tokens": True}, "stages[0].llm.max_tokens", "integer >= 1, got True"),
+    ({"max_tokens": 8.5}, "stages[0].llm.max_tokens", "integer >= 1"),
+    ({"max_tokens": "8"}, "stages[0].llm.max_tokens", "integer >= 1"),
+    ({"top_p": 0}, "stages[0].llm.top_p", "above 0 and at most 1"),
+    ({"top_p": "1"}, "stages[0].llm.top_p", "above 0 and at most 1"),
+    ({"top_p": False}, "stages[0].llm.top_p", "got False"),
+    ({"seed": "7"}, "stages[0].llm.seed", "integer >= 0 or null"),
+    ({"seed": True}, "stages[0].llm.seed", "got True"),
+    ({"seed": -1}, "stages[0].llm.seed", "integer >= 0"),
+    ({"model": 3}, "stages[0].llm.model", "model name or null"),
+])
+def test_sampling_fields_are_checked_for_type_and_range(fields, where, says):
+    err = error_of(llm_with(**fields))
+    assert err.source == "wf.yaml" and err.path == where and err.stage == "gen"
+    assert says in str(err)
+
+
+def test_sampling_fields_within_range_compile():
+    params = compile_spec(llm_with(max_tokens=4, temperature=2, top_p=0.5, stop=[";", "\n\n"],
+                                   seed=0)).stages["gen"].llm.params
+    assert (params.max_tokens, params.temperature, params.top_p) == (4, 2.0, 0.5)
+    assert params.stop == (";", "\n\n") and params.seed == 0
+    assert compile_spec(llm_with(seed=None)).stages["gen"].llm.params.seed is None
+
+
+def test_a_stop_string_is_one_stop_sequence():
+    """``stop: "\\n\\n"`` was split into its characters (two single newlines)."""
+    assert compile_spec(llm_with(stop="\n\n")).stages["gen"].llm.params.stop == ("\n\n",)
+    assert compile_spec(llm_with(stop="END")).stages["gen"].llm.params.stop == ("END",)
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"stages__1__next__1__max_traversals": True}, "stages[1].next[1].max_traversals"),
+    ({"stages__0__expected_service_ms": True}, "stages[0].expected_service_ms"),
+    ({"slo_ms": True}, "slo_ms"),
+    ({"slo_ms": float("inf")}, "slo_ms"),
+])
+def test_yaml_booleans_are_not_numbers(change, where):
+    assert error_of(spec_with(**change)).path == where
