@@ -27,6 +27,12 @@ from cortex.workflow.graph import (
 
 DEFAULT_PRIOR_S = {StageKind.LLM: 1.0, StageKind.TOOL: 0.05}
 _SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "stop", "seed")
+# The keys each section knows; anything else is a typo that would be silently ignored.
+WORKFLOW_KEYS = ("name", "description", "inputs", "output", "slo_ms", "stages", "knobs")
+STAGE_KEYS = ("name", "tool", "args", "llm", "next", "output_as", "fanout", "join",
+              "expected_service_ms")
+LLM_KEYS = ("system", "user", "prompt", *_SAMPLING_FIELDS, "model", "parse")
+EDGE_KEYS = ("when", "goto", "max_traversals")
 
 
 def load_workflow(path: str | Path, tool_exists: Callable[[str], bool] | None = None
@@ -82,9 +88,18 @@ class _Compiler:
     def fail(self, path: str, message: str, stage: str | None = None) -> WorkflowError:
         return WorkflowError(self.source, path, message, stage)
 
+    def check_keys(self, raw: dict[Any, Any], known: tuple[str, ...], path: str, what: str,
+                   stage: str | None = None) -> None:
+        unknown = [key for key in raw if key not in known]
+        if unknown:
+            key = unknown[0]
+            raise self.fail(f"{path}.{key}" if path else str(key),
+                            f"unknown key {key!r} in {what}; known: {', '.join(known)}", stage)
+
     def compile(self, spec: Any) -> CompiledWorkflow:
         if not isinstance(spec, dict):
             raise self.fail("", "a workflow must be a mapping with 'name' and 'stages'")
+        self.check_keys(spec, WORKFLOW_KEYS, "", "a workflow")
         name = spec.get("name")
         if not isinstance(name, str) or not name:
             raise self.fail("name", "missing or empty workflow name")
@@ -112,8 +127,11 @@ class _Compiler:
         )
 
     def _inputs(self, raw: Any) -> tuple[str, ...]:
-        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
-            raise self.fail("inputs", "must be a list of input names")
+        if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
+            raise self.fail("inputs", f"must be a list of input names, got {raw!r}")
+        for i, name in enumerate(raw):
+            if name in raw[:i]:
+                raise self.fail(f"inputs[{i}]", f"duplicate input name {name!r}")
         return tuple(raw)
 
     def _stage_names(self, raw_stages: list[Any]) -> list[str]:
@@ -131,10 +149,14 @@ class _Compiler:
 
     def _stage(self, raw: dict[str, Any], path: str, names: list[str]) -> Stage:
         name = raw["name"]
+        self.check_keys(raw, STAGE_KEYS, path, "a stage", name)
         has_llm, has_tool = "llm" in raw, "tool" in raw
         if has_llm == has_tool:
             raise self.fail(path, "a stage needs exactly one of 'llm' or 'tool'", name)
         kind = StageKind.LLM if has_llm else StageKind.TOOL
+        if has_llm and "args" in raw:
+            raise self.fail(f"{path}.args", "'args' belongs to tool stages; an llm stage's "
+                            "templates are llm.system and llm.user", name)
         llm = self._llm(raw["llm"], f"{path}.llm", name) if has_llm else None
         tool = raw.get("tool")
         if has_tool and (not isinstance(tool, str) or not self.tool_exists(tool)):
@@ -162,6 +184,7 @@ class _Compiler:
     def _llm(self, raw: Any, path: str, stage: str) -> LlmSpec:
         if not isinstance(raw, dict):
             raise self.fail(path, "must be a mapping with 'user' (and optional 'system')", stage)
+        self.check_keys(raw, LLM_KEYS, path, "an llm section", stage)
         user = raw.get("user", raw.get("prompt"))
         if not isinstance(user, str) or not user.strip():
             raise self.fail(f"{path}.user", "missing prompt template", stage)
@@ -229,6 +252,7 @@ class _Compiler:
             raw = {"goto": raw}
         if not isinstance(raw, dict):
             raise self.fail(path, "an edge must be a mapping {when, goto, max_traversals}", stage)
+        self.check_keys(raw, EDGE_KEYS, path, "an edge", stage)
         target = raw.get("goto")
         if target != END and target not in names:
             raise self.fail(f"{path}.goto", f"unknown stage {target!r}; known: "

@@ -178,3 +178,32 @@ def test_a_stop_string_is_one_stop_sequence():
 ])
 def test_yaml_booleans_are_not_numbers(change, where):
     assert error_of(spec_with(**change)).path == where
+
+
+def test_unknown_stage_key_lists_the_known_keys():
+    err = error_of(spec_with(stages__1__bogus_key=1))
+    assert err.path == "stages[1].bogus_key" and err.stage == "check"
+    assert "unknown key 'bogus_key' in a stage; known: name, tool, args, llm, next" in str(err)
+
+
+@pytest.mark.parametrize("change, where, known", [
+    ({"stages__0__llm__max_token": 8}, "stages[0].llm.max_token", "max_tokens, temperature"),
+    ({"stages__1__next__1__max_traversal": 2}, "stages[1].next[1].max_traversal",
+     "when, goto, max_traversals"),
+    ({"ouput": "check"}, "ouput", "inputs, output, slo_ms"),
+])
+def test_unknown_keys_in_llm_edges_and_workflow(change, where, known):
+    err = error_of(spec_with(**change))
+    assert err.path == where and "unknown key" in str(err) and known in str(err)
+
+
+def test_args_on_an_llm_stage_are_refused():
+    """They were silently ignored: an llm stage renders llm.system and llm.user only."""
+    err = error_of(spec_with(stages__0__args={"a": "{{ q }}"}))
+    assert err.path == "stages[0].args" and err.stage == "gen"
+
+
+def test_duplicate_inputs():
+    err = error_of(spec_with(inputs=["q", "q"]))
+    assert err.path == "inputs[1]" and "duplicate input name 'q'" in str(err)
+    assert "wf.yaml: inputs[1]: duplicate" in str(err)
