@@ -6,6 +6,7 @@ Both front ends produce the same plain-dict spec, so they compile to the same
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,12 @@ from cortex.workflow.graph import (
     END,
     JOIN_ALL,
     JOIN_FIRST_OK,
+    TEMPLATE_VAR,
     CompiledWorkflow,
     Edge,
     LlmSpec,
     Stage,
-    template_vars,
+    template_problem,
 )
 
 DEFAULT_PRIOR_S = {StageKind.LLM: 1.0, StageKind.TOOL: 0.05}
@@ -113,7 +115,7 @@ class _Compiler:
         entry = names[0]
         self._check_reachable(stages, entry, names)
         self._check_loops(stages, names)
-        self._check_templates(stages, inputs, names)
+        self._check_templates(stages, inputs, entry)
         output = spec.get("output")
         if output is not None and output not in stages:
             raise self.fail("output", f"unknown stage {output!r}; known: {', '.join(names)}")
@@ -304,16 +306,73 @@ class _Compiler:
                 visit(name, [name])
 
     def _check_templates(self, stages: dict[str, Stage], inputs: tuple[str, ...],
-                         names: list[str]) -> None:
+                         entry: str) -> None:
+        """Every template parses, names an input or a stage output, and has a value
+        whenever its stage runs: on every path from the entry to the stage, an earlier
+        stage sets each context name it reads (``_unset_path``)."""
         known = set(inputs) | set(stages) | {s.output_as for s in stages.values() if s.output_as}
         for i, stage in enumerate(stages.values()):
-            sources = [("args", stage.args)]
+            sources = list(_template_leaves(stage.args, "args"))
             if stage.llm:
                 sources += [("llm.system", stage.llm.system), ("llm.user", stage.llm.user)]
-            for field_name, value in sources:
-                for var in template_vars(value):
-                    if var.split(".")[0] not in known:
-                        raise self.fail(f"stages[{i}].{field_name}",
-                                        f"template input {{{{ {var} }}}} is not a workflow input "
-                                        f"or stage output (inputs: {', '.join(inputs) or 'none'})",
-                                        stage.name)
+            for field_name, text in sources:
+                path = f"stages[{i}].{field_name}"
+                problem = template_problem(text)
+                if problem:
+                    raise self.fail(path, f"malformed template: {problem}", stage.name)
+                for var in TEMPLATE_VAR.findall(text):
+                    root = var.split(".")[0]
+                    if root not in known:
+                        raise self.fail(path, f"template input {{{{ {var} }}}} is not a workflow "
+                                        f"input or stage output (inputs: "
+                                        f"{', '.join(inputs) or 'none'})", stage.name)
+                    if root in inputs:
+                        continue
+                    unset = _unset_path(stages, entry, stage.name, root)
+                    if unset is not None:
+                        setters = [s.name for s in stages.values() if _sets(s, root)]
+                        raise self.fail(path, f"template input {{{{ {var} }}}} may have no value "
+                                        f"yet: no stage that sets {root!r} "
+                                        f"({', '.join(setters)}) has run before this one on the "
+                                        f"path {' -> '.join(['start', *unset])}", stage.name)
+
+
+def _template_leaves(value: Any, path: str) -> list[tuple[str, str]]:
+    """(field path, text) of every string inside a (nested) template value."""
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _template_leaves(v, f"{path}.{k}")]
+    if isinstance(value, (list, tuple)):
+        return [leaf for i, v in enumerate(value) for leaf in _template_leaves(v, f"{path}[{i}]")]
+    return []
+
+
+def _sets(stage: Stage, name: str) -> bool:
+    """Whether finishing ``stage`` puts ``name`` in the run context (with any outcome)."""
+    return stage.name == name or stage.output_as == name
+
+
+def _unset_path(stages: dict[str, Stage], entry: str, target: str, name: str
+                ) -> list[str] | None:
+    """A path of stages from the entry to ``target`` on which no stage before ``target``
+    sets ``name`` (so a template of ``target`` reading it fails there), or None.
+
+    Follows every edge, whatever its outcome labels: an edge the graph has may be taken.
+    """
+    before: dict[str, str | None] = {entry: None}
+    todo = deque([entry])
+    while todo:
+        node = todo.popleft()
+        if node == target:
+            path = [node]
+            while (prev := before[path[-1]]) is not None:
+                path.append(prev)
+            return path[::-1]
+        if _sets(stages[node], name):
+            continue
+        for edge in stages[node].edges:
+            if edge.target != END and edge.target not in before:
+                before[edge.target] = node
+                todo.append(edge.target)
+    return None

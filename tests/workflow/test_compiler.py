@@ -207,3 +207,55 @@ def test_duplicate_inputs():
     err = error_of(spec_with(inputs=["q", "q"]))
     assert err.path == "inputs[1]" and "duplicate input name 'q'" in str(err)
     assert "wf.yaml: inputs[1]: duplicate" in str(err)
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"stages__0__llm": {"user": "{{ q }"}}, "stages[0].llm.user"),
+    ({"stages__0__llm": {"user": "{{ q }}", "system": "{{ q | upper }}"}}, "stages[0].llm.system"),
+    ({"stages__1__args": {"a": "{{ ans.text }}", "b": ["x", "{{ ans..text }}"]}},
+     "stages[1].args.b[1]"),
+    ({"stages__2__llm": {"user": "fix {{ ans.text }} {{"}}, "stages[2].llm.user"),
+])
+def test_a_template_that_does_not_parse_names_the_field(change, where):
+    err = error_of(spec_with(**change))
+    assert err.path == where and "malformed template" in str(err)
+
+
+def test_braces_that_are_not_placeholders_stay_text():
+    spec = spec_with(stages__0__llm={"user": 'Reply as JSON {"a": {"b": 1}} to {{{ q }}}'})
+    assert compile_spec(spec).stages["gen"].llm.user.startswith("Reply")
+
+
+def test_entry_stage_cannot_read_a_later_stage():
+    err = error_of(spec_with(stages__0__llm={"user": "{{ q }} {{ check.text }}"}))
+    assert err.path == "stages[0].llm.user" and err.stage == "gen"
+    assert "{{ check.text }} may have no value yet" in str(err)
+    assert "path start -> gen" in str(err)
+
+
+def test_a_stage_cannot_read_its_own_output_before_its_first_run():
+    err = error_of(spec_with(stages__2__llm={"user": "again {{ fix.text }}"}))
+    assert err.stage == "fix" and "path start -> gen -> check -> fix" in str(err)
+
+
+def test_a_stage_cannot_read_a_stage_of_another_branch():
+    """gen -> check -> (ok: a | error: b) -> c: c reading b fails on the path through a."""
+    spec = {"name": "wf", "inputs": ["q"], "stages": [
+        {"name": "gen", "llm": {"user": "{{ q }}"}, "next": "check"},
+        {"name": "check", "tool": "t.check", "args": {"x": "{{ gen.text }}"},
+         "next": [{"when": "ok", "goto": "a"}, {"when": "error", "goto": "b"}]},
+        {"name": "a", "tool": "t.echo", "next": "c"},
+        {"name": "b", "tool": "t.echo", "next": "c"},
+        {"name": "c", "tool": "t.echo", "args": {"x": "{{ b }}"}},
+    ]}
+    err = error_of(spec)
+    assert err.path == "stages[4].args.x" and err.stage == "c"
+    assert "path start -> gen -> check -> a -> c" in str(err)
+    spec["stages"][4]["args"] = {"x": "{{ check }}"}  # set on every path: fine
+    assert compile_spec(spec).stages["c"].args == {"x": "{{ check }}"}
+
+
+def test_a_retry_loop_reads_what_ran_before_on_every_path():
+    """fix reads check (always ran before it) and the alias ans (set by gen, then by fix)."""
+    spec = spec_with(stages__2__llm={"user": "fix {{ ans.text }}: {{ check.message }}"})
+    assert compile_spec(spec).stages["fix"].llm.user.startswith("fix")
