@@ -116,9 +116,7 @@ class _Compiler:
         self._check_reachable(stages, entry, names)
         self._check_loops(stages, names)
         self._check_templates(stages, inputs, entry)
-        output = spec.get("output")
-        if output is not None and output not in stages:
-            raise self.fail("output", f"unknown stage {output!r}; known: {', '.join(names)}")
+        output = self._output(spec.get("output"), stages, entry, names)
         slo = spec.get("slo_ms")
         if slo is not None and (not _is_number(slo) or slo <= 0):
             raise self.fail("slo_ms", f"must be a positive number of milliseconds, got {slo!r}")
@@ -127,6 +125,29 @@ class _Compiler:
             source=self.source, default_slo_s=None if slo is None else slo / 1000.0,
             description=str(spec.get("description", "")),
         )
+
+    def _output(self, raw: Any, stages: dict[str, Stage], entry: str, names: list[str]
+                ) -> str | None:
+        """The stage whose latest output is the run's answer.
+
+        Omitted: the only stage a run can succeed at (an edge to ``$end``, or no edges);
+        None when there are several, and the run answers with the output of the stage it
+        ended at (the orchestrator). Declared: it must have run whenever a run succeeds.
+        """
+        enders = [n for n in names
+                  if not stages[n].edges or any(e.target == END for e in stages[n].edges)]
+        if raw is None:
+            return enders[0] if len(enders) == 1 else None
+        if not isinstance(raw, str) or raw not in stages:
+            raise self.fail("output", f"unknown stage {raw!r}; known: {', '.join(names)}")
+        for end in enders:
+            unset = None if _sets(stages[end], raw) else _unset_path(stages, entry, end, raw)
+            if unset is not None:
+                raise self.fail("output", f"stage {raw!r} may not have run when a run ends at "
+                                f"stage {end!r} (path start -> {' -> '.join(unset)} -> "
+                                f"{END}); name a stage that runs before every end, or omit "
+                                "output to answer with the stage the run ended at")
+        return raw
 
     def _inputs(self, raw: Any) -> tuple[str, ...]:
         if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):

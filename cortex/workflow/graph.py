@@ -74,6 +74,8 @@ class CompiledWorkflow:
     inputs: tuple[str, ...]
     stages: dict[str, Stage]
     entry: str
+    # stage whose latest output is the run's answer; None: several stages can end a run
+    # and the run answers with the one it ended at (docs/workflows.md "Output")
     output: str | None
     source: str
     default_slo_s: float | None = None

@@ -259,3 +259,49 @@ def test_a_retry_loop_reads_what_ran_before_on_every_path():
     """fix reads check (always ran before it) and the alias ans (set by gen, then by fix)."""
     spec = spec_with(stages__2__llm={"user": "fix {{ ans.text }}: {{ check.message }}"})
     assert compile_spec(spec).stages["fix"].llm.user.startswith("fix")
+
+
+BRANCHES = {"name": "wf", "inputs": ["q"], "stages": [
+    {"name": "route", "tool": "t.check", "args": {"q": "{{ q }}"},
+     "next": [{"when": "ok", "goto": "short"}, {"when": "empty", "goto": "long"}]},
+    {"name": "short", "llm": {"user": "briefly: {{ q }}"}},
+    {"name": "long", "llm": {"user": "at length: {{ q }}"}, "next": "$end"},
+]}
+
+
+def test_output_defaults_to_the_only_stage_a_run_can_end_at():
+    """Without output the run's answer was null (the chat endpoint answered "null")."""
+    spec = spec_with()
+    assert "output" not in spec
+    assert compile_spec(spec).output == "check"
+    chain = {"name": "c", "inputs": ["q"], "stages": [
+        {"name": "draft", "llm": {"user": "{{ q }}"}, "next": "answer"},
+        {"name": "answer", "llm": {"user": "{{ draft.text }}"}}]}
+    assert compile_spec(chain).output == "answer"
+
+
+@pytest.mark.parametrize("outcome, stage", [("ok", "short"), ("empty", "long")])
+def test_without_output_a_run_answers_with_the_stage_it_ended_at(outcome, stage):
+    from cortex.core import RunStatus
+    from tests.factories import orchestrator, result
+
+    wf = compile_spec(BRANCHES)
+    assert wf.output is None  # two stages can end a run
+    orch = orchestrator(wf)
+    run, step = orch.admit("wf", {"q": "hi"}, now=0.0)
+    (answer,) = orch.complete(step.calls[0], result(outcome), 1.0).calls
+    assert answer.stage.name == stage
+    orch.complete(answer, result(text=f"{stage} answer"), 2.0)
+    assert run.status is RunStatus.SUCCEEDED and run.output == {"text": f"{stage} answer"}
+
+
+def test_declared_output_must_have_run_whenever_a_run_succeeds():
+    err = error_of(dict(BRANCHES, output="short"))
+    assert err.path == "output" and "'short' may not have run when a run ends at stage " \
+        "'long' (path start -> route -> long -> $end)" in str(err)
+    assert compile_spec(dict(BRANCHES, output="route")).output == "route"
+
+
+@pytest.mark.parametrize("output", [["check"], {"stage": "check"}, 3])
+def test_output_must_be_a_stage_name(output):
+    assert error_of(spec_with(output=output)).path == "output"
