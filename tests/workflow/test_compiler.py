@@ -305,3 +305,40 @@ def test_declared_output_must_have_run_whenever_a_run_succeeds():
 @pytest.mark.parametrize("output", [["check"], {"stage": "check"}, 3])
 def test_output_must_be_a_stage_name(output):
     assert error_of(spec_with(output=output)).path == "output"
+
+
+UAT_WORKFLOW = """\
+name: uat
+inputs: [q]
+stages:
+  - name: a
+    llm: {user: "{{ q }}"}
+    next: b
+  - name: b
+    llm: {user: "{{ a.text }}"}
+"""
+
+
+@pytest.mark.parametrize("old, new, where", [
+    ('llm: {user: "{{ q }}"}', 'llm: {user: "{{ q }}", stop: 5}', "stages[0].llm.stop"),
+    ('llm: {user: "{{ q }}"}', 'llm: {user: "{{ q }}", temperature: "hot"}',
+     "stages[0].llm.temperature"),
+    ('llm: {user: "{{ q }}"}', 'llm: {user: "{{ q }}", max_tokens: true}',
+     "stages[0].llm.max_tokens"),
+    ('llm: {user: "{{ q }}"}', 'llm: {user: "{{ q }"}', "stages[0].llm.user"),
+    ("    next: b", "    next: b\n    bogus_key: 1", "stages[0].bogus_key"),
+    ("inputs: [q]", "inputs: [q, q]", "inputs[1]"),
+    ('llm: {user: "{{ q }}"}', 'llm: {user: "{{ b.text }}"}', "stages[0].llm.user"),
+])
+def test_acceptance_cases_from_a_yaml_file(tmp_path, old, new, where):
+    path = tmp_path / "uat.yaml"
+    assert load_workflow(_write(path, UAT_WORKFLOW), tool_exists=tool_exists).output == "b"
+    with pytest.raises(WorkflowError) as info:
+        load_workflow(_write(path, UAT_WORKFLOW.replace(old, new, 1)), tool_exists=tool_exists)
+    assert str(info.value).startswith(f"{path}: {where}")
+    assert info.value.stage in ("a", None)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
