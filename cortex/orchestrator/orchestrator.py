@@ -209,7 +209,9 @@ class Orchestrator:
 
     def _terminate(self, run: Run, status: RunStatus, reason: str, now: float) -> None:
         run.status, run.reason, run.finished_at = status, reason, now
-        out = run.workflow.output
+        # the workflow's output stage; none declared (several stages can end a run): the
+        # stage that finished last, i.e. the one the run ended at when it succeeded
+        out = run.workflow.output or (run.trace[-1].stage if run.trace else None)
         run.output = run.context.get(out) if out else None
 
     def _enter(self, run: Run, stage_name: str, now: float) -> Step:

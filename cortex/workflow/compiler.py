@@ -5,6 +5,8 @@ Both front ends produce the same plain-dict spec, so they compile to the same
 """
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,15 +19,22 @@ from cortex.workflow.graph import (
     END,
     JOIN_ALL,
     JOIN_FIRST_OK,
+    TEMPLATE_VAR,
     CompiledWorkflow,
     Edge,
     LlmSpec,
     Stage,
-    template_vars,
+    template_problem,
 )
 
 DEFAULT_PRIOR_S = {StageKind.LLM: 1.0, StageKind.TOOL: 0.05}
 _SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "stop", "seed")
+# The keys each section knows; anything else is a typo that would be silently ignored.
+WORKFLOW_KEYS = ("name", "description", "inputs", "output", "slo_ms", "stages", "knobs")
+STAGE_KEYS = ("name", "tool", "args", "llm", "next", "output_as", "fanout", "join",
+              "expected_service_ms")
+LLM_KEYS = ("system", "user", "prompt", *_SAMPLING_FIELDS, "model", "parse")
+EDGE_KEYS = ("when", "goto", "max_traversals")
 
 
 def load_workflow(path: str | Path, tool_exists: Callable[[str], bool] | None = None
@@ -64,6 +73,15 @@ def _registry_has_tool(name: str) -> bool:
     return name in TOOLS
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
 class _Compiler:
     def __init__(self, source: str, tool_exists: Callable[[str], bool]) -> None:
         self.source = source
@@ -72,9 +90,18 @@ class _Compiler:
     def fail(self, path: str, message: str, stage: str | None = None) -> WorkflowError:
         return WorkflowError(self.source, path, message, stage)
 
+    def check_keys(self, raw: dict[Any, Any], known: tuple[str, ...], path: str, what: str,
+                   stage: str | None = None) -> None:
+        unknown = [key for key in raw if key not in known]
+        if unknown:
+            key = unknown[0]
+            raise self.fail(f"{path}.{key}" if path else str(key),
+                            f"unknown key {key!r} in {what}; known: {', '.join(known)}", stage)
+
     def compile(self, spec: Any) -> CompiledWorkflow:
         if not isinstance(spec, dict):
             raise self.fail("", "a workflow must be a mapping with 'name' and 'stages'")
+        self.check_keys(spec, WORKFLOW_KEYS, "", "a workflow")
         name = spec.get("name")
         if not isinstance(name, str) or not name:
             raise self.fail("name", "missing or empty workflow name")
@@ -88,12 +115,10 @@ class _Compiler:
         entry = names[0]
         self._check_reachable(stages, entry, names)
         self._check_loops(stages, names)
-        self._check_templates(stages, inputs, names)
-        output = spec.get("output")
-        if output is not None and output not in stages:
-            raise self.fail("output", f"unknown stage {output!r}; known: {', '.join(names)}")
+        self._check_templates(stages, inputs, entry)
+        output = self._output(spec.get("output"), stages, entry, names)
         slo = spec.get("slo_ms")
-        if slo is not None and (not isinstance(slo, (int, float)) or slo <= 0):
+        if slo is not None and (not _is_number(slo) or slo <= 0):
             raise self.fail("slo_ms", f"must be a positive number of milliseconds, got {slo!r}")
         return CompiledWorkflow(
             name=name, inputs=inputs, stages=stages, entry=entry, output=output,
@@ -101,9 +126,35 @@ class _Compiler:
             description=str(spec.get("description", "")),
         )
 
+    def _output(self, raw: Any, stages: dict[str, Stage], entry: str, names: list[str]
+                ) -> str | None:
+        """The stage whose latest output is the run's answer.
+
+        Omitted: the only stage a run can succeed at (an edge to ``$end``, or no edges);
+        None when there are several, and the run answers with the output of the stage it
+        ended at (the orchestrator). Declared: it must have run whenever a run succeeds.
+        """
+        enders = [n for n in names
+                  if not stages[n].edges or any(e.target == END for e in stages[n].edges)]
+        if raw is None:
+            return enders[0] if len(enders) == 1 else None
+        if not isinstance(raw, str) or raw not in stages:
+            raise self.fail("output", f"unknown stage {raw!r}; known: {', '.join(names)}")
+        for end in enders:
+            unset = None if _sets(stages[end], raw) else _unset_path(stages, entry, end, raw)
+            if unset is not None:
+                raise self.fail("output", f"stage {raw!r} may not have run when a run ends at "
+                                f"stage {end!r} (path start -> {' -> '.join(unset)} -> "
+                                f"{END}); name a stage that runs before every end, or omit "
+                                "output to answer with the stage the run ended at")
+        return raw
+
     def _inputs(self, raw: Any) -> tuple[str, ...]:
-        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
-            raise self.fail("inputs", "must be a list of input names")
+        if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
+            raise self.fail("inputs", f"must be a list of input names, got {raw!r}")
+        for i, name in enumerate(raw):
+            if name in raw[:i]:
+                raise self.fail(f"inputs[{i}]", f"duplicate input name {name!r}")
         return tuple(raw)
 
     def _stage_names(self, raw_stages: list[Any]) -> list[str]:
@@ -121,10 +172,14 @@ class _Compiler:
 
     def _stage(self, raw: dict[str, Any], path: str, names: list[str]) -> Stage:
         name = raw["name"]
+        self.check_keys(raw, STAGE_KEYS, path, "a stage", name)
         has_llm, has_tool = "llm" in raw, "tool" in raw
         if has_llm == has_tool:
             raise self.fail(path, "a stage needs exactly one of 'llm' or 'tool'", name)
         kind = StageKind.LLM if has_llm else StageKind.TOOL
+        if has_llm and "args" in raw:
+            raise self.fail(f"{path}.args", "'args' belongs to tool stages; an llm stage's "
+                            "templates are llm.system and llm.user", name)
         llm = self._llm(raw["llm"], f"{path}.llm", name) if has_llm else None
         tool = raw.get("tool")
         if has_tool and (not isinstance(tool, str) or not self.tool_exists(tool)):
@@ -133,12 +188,12 @@ class _Compiler:
         if not isinstance(args, dict):
             raise self.fail(f"{path}.args", "must be a mapping of argument templates", name)
         fanout, join = raw.get("fanout", 1), raw.get("join", JOIN_FIRST_OK)
-        if not isinstance(fanout, int) or isinstance(fanout, bool) or fanout < 1:
+        if not _is_int(fanout) or fanout < 1:
             raise self.fail(f"{path}.fanout", f"must be an integer >= 1, got {fanout!r}", name)
         if join not in (JOIN_FIRST_OK, JOIN_ALL):
             raise self.fail(f"{path}.join", f"must be '{JOIN_FIRST_OK}' or '{JOIN_ALL}'", name)
         prior = raw.get("expected_service_ms")
-        if prior is not None and (not isinstance(prior, (int, float)) or prior <= 0):
+        if prior is not None and (not _is_number(prior) or prior <= 0):
             raise self.fail(f"{path}.expected_service_ms", "must be a positive number", name)
         output_as = raw.get("output_as")
         if output_as is not None and (not isinstance(output_as, str) or not output_as.isidentifier()):
@@ -152,28 +207,59 @@ class _Compiler:
     def _llm(self, raw: Any, path: str, stage: str) -> LlmSpec:
         if not isinstance(raw, dict):
             raise self.fail(path, "must be a mapping with 'user' (and optional 'system')", stage)
+        self.check_keys(raw, LLM_KEYS, path, "an llm section", stage)
         user = raw.get("user", raw.get("prompt"))
         if not isinstance(user, str) or not user.strip():
             raise self.fail(f"{path}.user", "missing prompt template", stage)
         system = raw.get("system", "")
         if not isinstance(system, str):
             raise self.fail(f"{path}.system", "must be a string", stage)
-        kwargs: dict[str, Any] = {}
-        for key in _SAMPLING_FIELDS:
-            if key in raw:
-                kwargs[key] = tuple(raw[key]) if key == "stop" else raw[key]
-        try:
-            params = SamplingParams(**kwargs)
-        except (TypeError, ValueError) as exc:
-            raise self.fail(path, f"bad sampling parameters: {exc}", stage) from None
-        for key in ("max_tokens",):
-            if not isinstance(getattr(params, key), int) or getattr(params, key) < 1:
-                raise self.fail(f"{path}.{key}", "must be a positive integer", stage)
+        params = self._sampling(raw, path, stage)
+        model = raw.get("model")
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise self.fail(f"{path}.model", f"must be a model name or null, got {model!r}",
+                            stage)
         parse = raw.get("parse", "text")
         if parse not in ("text", "sql"):
             raise self.fail(f"{path}.parse", f"unknown parser {parse!r} (known: text, sql)", stage)
-        return LlmSpec(system=system, user=user, params=params, model=raw.get("model"),
-                       parse=parse)
+        return LlmSpec(system=system, user=user, params=params, model=model, parse=parse)
+
+    def _sampling(self, raw: dict[str, Any], path: str, stage: str) -> SamplingParams:
+        """The sampling fields, each checked for its type and range (YAML ``true`` is not a
+        number here, and ``stop: "END"`` is one stop sequence, not three)."""
+        kwargs: dict[str, Any] = {}
+        if "max_tokens" in raw:
+            value = raw["max_tokens"]
+            if not _is_int(value) or value < 1:
+                raise self.fail(f"{path}.max_tokens", f"must be an integer >= 1, got {value!r}",
+                                stage)
+            kwargs["max_tokens"] = value
+        if "temperature" in raw:
+            value = raw["temperature"]
+            if not _is_number(value) or not 0 <= value <= 2:
+                raise self.fail(f"{path}.temperature",
+                                f"must be a number from 0 to 2, got {value!r}", stage)
+            kwargs["temperature"] = float(value)
+        if "top_p" in raw:
+            value = raw["top_p"]
+            if not _is_number(value) or not 0 < value <= 1:
+                raise self.fail(f"{path}.top_p",
+                                f"must be a number above 0 and at most 1, got {value!r}", stage)
+            kwargs["top_p"] = float(value)
+        if "stop" in raw:
+            value = raw["stop"]
+            stops = [value] if isinstance(value, str) else value
+            if not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) and s for s in stops):
+                raise self.fail(f"{path}.stop", "must be a non-empty string or a list of "
+                                f"non-empty strings, got {value!r}", stage)
+            kwargs["stop"] = tuple(stops)
+        if raw.get("seed") is not None:
+            value = raw["seed"]
+            if not _is_int(value) or value < 0:
+                raise self.fail(f"{path}.seed", f"must be an integer >= 0 or null, got {value!r}",
+                                stage)
+            kwargs["seed"] = value
+        return SamplingParams(**kwargs)
 
     def _edges(self, raw: Any, path: str, stage: str, names: list[str]) -> tuple[Edge, ...]:
         if raw is None:
@@ -189,6 +275,7 @@ class _Compiler:
             raw = {"goto": raw}
         if not isinstance(raw, dict):
             raise self.fail(path, "an edge must be a mapping {when, goto, max_traversals}", stage)
+        self.check_keys(raw, EDGE_KEYS, path, "an edge", stage)
         target = raw.get("goto")
         if target != END and target not in names:
             raise self.fail(f"{path}.goto", f"unknown stage {target!r}; known: "
@@ -200,8 +287,9 @@ class _Compiler:
                 isinstance(w, str) and w for w in when)):
             raise self.fail(f"{path}.when", "must be an outcome label or a list of labels", stage)
         budget = raw.get("max_traversals")
-        if budget is not None and (not isinstance(budget, int) or budget < 0):
-            raise self.fail(f"{path}.max_traversals", "must be an integer >= 0", stage)
+        if budget is not None and (not _is_int(budget) or budget < 0):
+            raise self.fail(f"{path}.max_traversals", f"must be an integer >= 0, got {budget!r}",
+                            stage)
         return Edge(stage, target, None if when is None else frozenset(when), budget)
 
     def _check_reachable(self, stages: dict[str, Stage], entry: str, names: list[str]) -> None:
@@ -239,16 +327,73 @@ class _Compiler:
                 visit(name, [name])
 
     def _check_templates(self, stages: dict[str, Stage], inputs: tuple[str, ...],
-                         names: list[str]) -> None:
+                         entry: str) -> None:
+        """Every template parses, names an input or a stage output, and has a value
+        whenever its stage runs: on every path from the entry to the stage, an earlier
+        stage sets each context name it reads (``_unset_path``)."""
         known = set(inputs) | set(stages) | {s.output_as for s in stages.values() if s.output_as}
         for i, stage in enumerate(stages.values()):
-            sources = [("args", stage.args)]
+            sources = list(_template_leaves(stage.args, "args"))
             if stage.llm:
                 sources += [("llm.system", stage.llm.system), ("llm.user", stage.llm.user)]
-            for field_name, value in sources:
-                for var in template_vars(value):
-                    if var.split(".")[0] not in known:
-                        raise self.fail(f"stages[{i}].{field_name}",
-                                        f"template input {{{{ {var} }}}} is not a workflow input "
-                                        f"or stage output (inputs: {', '.join(inputs) or 'none'})",
-                                        stage.name)
+            for field_name, text in sources:
+                path = f"stages[{i}].{field_name}"
+                problem = template_problem(text)
+                if problem:
+                    raise self.fail(path, f"malformed template: {problem}", stage.name)
+                for var in TEMPLATE_VAR.findall(text):
+                    root = var.split(".")[0]
+                    if root not in known:
+                        raise self.fail(path, f"template input {{{{ {var} }}}} is not a workflow "
+                                        f"input or stage output (inputs: "
+                                        f"{', '.join(inputs) or 'none'})", stage.name)
+                    if root in inputs:
+                        continue
+                    unset = _unset_path(stages, entry, stage.name, root)
+                    if unset is not None:
+                        setters = [s.name for s in stages.values() if _sets(s, root)]
+                        raise self.fail(path, f"template input {{{{ {var} }}}} may have no value "
+                                        f"yet: no stage that sets {root!r} "
+                                        f"({', '.join(setters)}) has run before this one on the "
+                                        f"path {' -> '.join(['start', *unset])}", stage.name)
+
+
+def _template_leaves(value: Any, path: str) -> list[tuple[str, str]]:
+    """(field path, text) of every string inside a (nested) template value."""
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _template_leaves(v, f"{path}.{k}")]
+    if isinstance(value, (list, tuple)):
+        return [leaf for i, v in enumerate(value) for leaf in _template_leaves(v, f"{path}[{i}]")]
+    return []
+
+
+def _sets(stage: Stage, name: str) -> bool:
+    """Whether finishing ``stage`` puts ``name`` in the run context (with any outcome)."""
+    return stage.name == name or stage.output_as == name
+
+
+def _unset_path(stages: dict[str, Stage], entry: str, target: str, name: str
+                ) -> list[str] | None:
+    """A path of stages from the entry to ``target`` on which no stage before ``target``
+    sets ``name`` (so a template of ``target`` reading it fails there), or None.
+
+    Follows every edge, whatever its outcome labels: an edge the graph has may be taken.
+    """
+    before: dict[str, str | None] = {entry: None}
+    todo = deque([entry])
+    while todo:
+        node = todo.popleft()
+        if node == target:
+            path = [node]
+            while (prev := before[path[-1]]) is not None:
+                path.append(prev)
+            return path[::-1]
+        if _sets(stages[node], name):
+            continue
+        for edge in stages[node].edges:
+            if edge.target != END and edge.target not in before:
+                before[edge.target] = node
+                todo.append(edge.target)
+    return None

@@ -15,6 +15,7 @@ END = "$end"
 JOIN_FIRST_OK = "first_ok"
 JOIN_ALL = "all"
 TEMPLATE_VAR = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
+_OPENING = re.compile(r"(?=\{\{)")  # every "{{", overlapping ones too
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,8 @@ class CompiledWorkflow:
     inputs: tuple[str, ...]
     stages: dict[str, Stage]
     entry: str
+    # stage whose latest output is the run's answer; None: several stages can end a run
+    # and the run answers with the one it ended at (docs/workflows.md "Output")
     output: str | None
     source: str
     default_slo_s: float | None = None
@@ -95,3 +98,24 @@ def template_vars(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [v for item in value for v in template_vars(item)]
     return []
+
+
+def template_problem(text: str) -> str | None:
+    """Why ``text`` is not a well-formed template, or None.
+
+    Every ``{{`` must open a placeholder ``{{ name }}`` or ``{{ name.field }}`` (a single
+    ``{`` just before one stays text, as does a ``}}`` on its own, e.g. in JSON); the
+    renderer would otherwise send the broken placeholder to the model as it stands.
+    """
+    matches = list(TEMPLATE_VAR.finditer(text))
+    starts = {m.start() for m in matches}
+    for m in matches:
+        if "" in m.group(1).split("."):
+            return f"placeholder {m.group(0)!r} has an empty field name"
+    for opening in _OPENING.finditer(text):
+        i = opening.start()
+        if i not in starts and i + 1 not in starts:
+            snippet = text[i:i + 24] + ("..." if len(text) > i + 24 else "")
+            return (f"'{{{{' at character {i} does not open a placeholder "
+                    f"{{{{ name }}}} or {{{{ name.field }}}}: {snippet!r}")
+    return None
