@@ -6,6 +6,7 @@ The orchestrator owns runs; the observer only reads them.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -93,11 +94,16 @@ class RuntimeObserver:
 
 
 def run_view(run: Run) -> dict[str, Any]:
-    """A run as the API shows it: ``Run.to_dict()`` plus its SLO and timeout."""
+    """A run as the API shows it: ``Run.to_dict()`` plus its SLO and timeout (seconds;
+    null if not finite, which admission refuses)."""
     out = run.to_dict()
-    out["slo_s"] = round(run.deadline - run.arrival, 6)
-    out["timeout_s"] = round(run.timeout_at - run.arrival, 6)
+    out["slo_s"] = _seconds(run.deadline - run.arrival)
+    out["timeout_s"] = _seconds(run.timeout_at - run.arrival)
     return out
+
+
+def _seconds(value: float) -> float | None:
+    return round(value, 6) if math.isfinite(value) else None
 
 
 def _call_event(kind: str, call: StageCall, pool: str, t: float) -> dict[str, Any]:

@@ -10,13 +10,12 @@ sends the role at once and the text when the call or run has finished.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from cortex.core import RunStatus, SamplingParams
 from cortex.orchestrator.run import Run
@@ -30,6 +29,7 @@ from cortex.server.errors import (
     RunTimedOut,
     Unavailable,
 )
+from cortex.server.jsonsafe import SafeJSONResponse, dumps
 from cortex.server.routes_runs import ServiceDep, seconds
 from cortex.server.schemas import ChatRequest, CompletionRequest, OpenAIRequest
 from cortex.server.service import CortexService, Submission
@@ -90,7 +90,7 @@ async def _respond(service: CortexService, run: Run, body: OpenAIRequest, chat: 
         return sse_response(_stream(service, run, body, chat))
     run = await service.wait(run.run_id)
     raise_for_run(run)
-    return JSONResponse(_completion(run, body, chat))
+    return SafeJSONResponse(_completion(run, body, chat))
 
 
 def raise_for_run(run: Run) -> None:
@@ -115,7 +115,7 @@ def answer_text(output: Any) -> str:
         return output
     if isinstance(output, dict) and isinstance(output.get("text"), str):
         return output["text"]
-    return json.dumps(output, default=str)
+    return dumps(output, compact=False)
 
 
 def usage_of(run: Run) -> dict[str, Any]:

@@ -2,15 +2,19 @@
 
 Validation errors become 422 responses naming the field (``cortex.server.errors``).
 OpenAI bodies accept and ignore fields Cortex does not use, as OpenAI-compatible
-servers do, so the official clients work unchanged.
+servers do, so the official clients work unchanged. Numbers are JSON numbers
+(not strings or booleans) and finite (no ``NaN``, ``Infinity`` or ``1e400``).
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cortex.core import SamplingParams
+
+# A finite JSON number (ints allowed; not a string or a boolean).
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class RunRequest(BaseModel):
@@ -20,10 +24,10 @@ class RunRequest(BaseModel):
 
     workflow: str = Field(min_length=1, description="workflow name (GET /v1/workflows)")
     inputs: dict[str, Any] = Field(default_factory=dict)
-    slo_ms: float | None = Field(default=None, gt=0, description="latency objective")
-    timeout_ms: float | None = Field(default=None, gt=0,
-                                     description="run is timed out after this (default: the "
-                                     "config's run_timeout_factor x SLO, 5 unless set)")
+    slo_ms: Number | None = Field(default=None, gt=0, description="latency objective")
+    timeout_ms: Number | None = Field(default=None, gt=0,
+                                      description="run is timed out after this (default: the "
+                                      "config's run_timeout_factor x SLO, 5 unless set)")
     wait: bool = Field(default=False, description="answer with the finished run")
 
 
@@ -56,8 +60,8 @@ class OpenAIRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    temperature: Number | None = Field(default=None, ge=0, le=2)
+    top_p: Number | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int = Field(default=1, ge=1, le=1, description="Cortex returns one choice")
@@ -65,7 +69,7 @@ class OpenAIRequest(BaseModel):
     stream_options: StreamOptions | None = None
     # Cortex extensions (send with the openai client's ``extra_body``):
     inputs: dict[str, Any] | None = Field(default=None, description="other workflow inputs")
-    slo_ms: float | None = Field(default=None, gt=0)
+    slo_ms: Number | None = Field(default=None, gt=0)
 
     def sampling(self, max_tokens: int) -> SamplingParams:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
