@@ -118,6 +118,42 @@ def test_validation_errors_name_the_field(http: httpx.Client) -> None:
     assert _error(bad_json, 422)["code"] == "invalid_json"
 
 
+def test_a_body_that_is_not_a_json_object_says_what_is_expected(http: httpx.Client) -> None:
+    for path, required in (("/v1/runs", "workflow"), ("/v1/chat/completions", "model")):
+        array = _error(http.post(path, json=[1, 2]), 422)
+        assert array["message"].startswith("the request body must be a JSON object")
+        assert "got an array" in array["message"] and required in array["message"]
+        for headers in ({"content-type": "text/plain"}, {}):
+            wrong = _error(http.post(path, content=b'{"workflow": "chain"}', headers=headers),
+                           422)
+            assert "Content-Type: application/json" in wrong["message"]
+            assert wrong["code"] == "invalid_content_type"
+        for headers in ({"content-type": "application/json"}, {}):
+            empty = _error(http.post(path, content=b"", headers=headers), 422)
+            assert empty["message"].startswith("the request body is empty")
+            assert empty["param"] == required
+    missing = _error(http.post("/v1/runs", json={"inputs": {}}), 422)
+    assert missing["message"] == "missing required field 'workflow'"
+    unknown = _error(http.post("/v1/runs", json={"workflow": "chain", "bogus": 1}), 422)
+    assert unknown["message"].startswith("unknown field 'bogus' (fields: workflow, inputs")
+
+
+def test_booleans_and_numbers_are_strict(http: httpx.Client) -> None:
+    body = {"workflow": "chain", "inputs": {"question": "q"}}
+    for wait in ("yes", "true", 1, 0, None):
+        error = _error(http.post("/v1/runs", json={**body, "wait": wait}), 422)
+        assert error["param"] == "wait" and "true or false" in error["message"]
+    for slo in ("100", True):
+        assert _error(http.post("/v1/runs", json={**body, "slo_ms": slo}), 422)["param"] \
+            == "slo_ms"
+    chat = {"model": "draft", "messages": [{"role": "user", "content": "q"}]}
+    for field, value in (("stream", "yes"), ("n", True), ("max_tokens", "5"),
+                         ("stream_options", {"include_usage": "yes"})):
+        error = _error(http.post("/v1/chat/completions", json={**chat, field: value}), 422)
+        assert error["param"].startswith(field)
+    assert http.post("/v1/runs", json={**body, "wait": True, "slo_ms": 5000}).status_code == 200
+
+
 def test_unknown_workflow_and_run_are_404(http: httpx.Client) -> None:
     assert _error(http.post("/v1/runs", json={"workflow": "nope"}), 404)["param"] == "workflow"
     for method, path in (("GET", "/v1/runs/run-x"), ("DELETE", "/v1/runs/run-x"),
