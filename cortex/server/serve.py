@@ -50,6 +50,15 @@ def check_server_config(cfg: CortexConfig) -> None:
         if not ok:
             raise ConfigError(cfg.source, f"server.{name}", f"{why}, got "
                               f"{getattr(server, name)!r}")
+    key = server.api_key
+    if key is not None and (not isinstance(key, str) or not key.strip()):
+        raise ConfigError(cfg.source, "server.api_key", "the API key is empty or only "
+                          "whitespace, so no client could authenticate; set server.api_key_env "
+                          "(or --api-key-env) to an environment variable holding a real key")
+    if key is not None and key != key.strip():
+        raise ConfigError(cfg.source, "server.api_key", "the API key starts or ends with "
+                          "whitespace (a newline?), which no Authorization header can carry, "
+                          "so no client could authenticate; strip it")
     if not is_loopback(server.host) and not server.api_key:
         raise ConfigError(cfg.source, "server.api_key", f"the server would listen on "
                           f"{server.host}, beyond loopback, without an API key; set "
