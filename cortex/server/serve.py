@@ -101,7 +101,9 @@ class CortexServer:
 
     Args:
         cfg: the deployment config (``cfg.server`` gives host, port, key, limits).
-        announce: told one line when listening and when ready (the CLI prints it).
+        announce: told one line when listening, when ready, when draining and when drained
+            (the CLI prints it). If it raises (stdout a closed pipe), the line is logged
+            instead: a failing announce never stops the server, its start or its drain.
         log_level: uvicorn's log level.
         access_log: log every request.
         engines: pre-built engines instead of the config's (tests, embedding).
@@ -137,7 +139,7 @@ class CortexServer:
         """Serve until drained and stopped. Raises the engines' start error, if any."""
         self._loop = asyncio.get_running_loop()
         starter = asyncio.create_task(self._start())
-        self._announce(f"listening on {self.url} (policy {self.cfg.policy}); starting engines")
+        self._say(f"listening on {self.url} (policy {self.cfg.policy}); starting engines")
         try:
             await self._uvicorn.serve(sockets=[self.sock])
         finally:
@@ -156,7 +158,15 @@ class CortexServer:
             self._uvicorn.should_exit = True
             return
         pools = ", ".join(self.service.runtime.controller.pools)
-        self._announce(f"ready: {len(self.service.runtime.engines)} engines, pools: {pools}")
+        self._say(f"ready: {len(self.service.runtime.engines)} engines, pools: {pools}")
+
+    def _say(self, line: str) -> None:
+        """``announce`` the line; if that fails (e.g. BrokenPipeError: the reader of stdout
+        went away), log it instead of letting it end the caller."""
+        try:
+            self._announce(line)
+        except Exception as exc:  # noqa: BLE001 - any failure: the server goes on
+            log.warning("could not announce %r (%s: %s)", line, type(exc).__name__, exc)
 
     def request_drain(self) -> None:
         """Begin the graceful shutdown (thread- and signal-safe)."""
@@ -172,14 +182,21 @@ class CortexServer:
             self._drain = asyncio.ensure_future(self._drain_then_exit())
 
     async def _drain_then_exit(self) -> None:
-        grace = float(self.cfg.server.grace_s)
-        self._announce(f"draining: no new runs; {self.service.num_active} in flight get "
-                       f"{grace:g} s")
-        result = await self.service.drain(grace)
-        self._announce(f"drained: {result.num_finished} finished, {result.num_cancelled} "
-                       "cancelled; stopping")
-        await asyncio.sleep(0.05)  # let waiting handlers and streams send the final states
-        self._uvicorn.should_exit = True
+        """Drain, then stop uvicorn. Nothing here may keep the server up: a failing
+        announce is logged (``_say``), and should the drain itself fail the server
+        still stops (``close`` then cancels what is left)."""
+        try:
+            grace = float(self.cfg.server.grace_s)
+            self._say(f"draining: no new runs; {self.service.num_active} in flight get "
+                      f"{grace:g} s")
+            result = await self.service.drain(grace)
+            self._say(f"drained: {result.num_finished} finished, {result.num_cancelled} "
+                      "cancelled; stopping")
+            await asyncio.sleep(0.05)  # let waiting handlers and streams send the final states
+        except Exception:
+            log.exception("graceful drain failed; stopping now")
+        finally:
+            self._uvicorn.should_exit = True
 
 
 def run_in_thread(server: CortexServer) -> threading.Thread:
