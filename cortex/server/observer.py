@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from cortex.orchestrator.orchestrator import CANCELLED
 from cortex.orchestrator.run import Run, StageCall
 from cortex.server.events import RunEvents
 from cortex.server.metrics import ServerMetrics
@@ -83,6 +84,7 @@ class RuntimeObserver:
         self.events.add(run.run_id, _public(event, run))
 
     def _run_finished(self, event: dict[str, Any], run: Run) -> None:
+        self._report_cancelled_in_queue(run)
         latency = run.latency_s or 0.0
         self.metrics.observe_run(run.workflow.name, run.status.value, latency, run.met_slo)
         pools = frozenset(entry.pool for entry in run.trace if entry.pool)
@@ -91,6 +93,24 @@ class RuntimeObserver:
         final = {"type": "run_finished", "t": round(latency, 6), **run_view(run)}
         self.events.add(run.run_id, final)
         self._on_run_finished(run.run_id)
+
+    def _report_cancelled_in_queue(self, run: Run) -> None:
+        """The runtime reports ``call_cancelled`` only for calls an engine had started; a
+        call cancelled while still queued is in the trace (outcome ``cancelled``) and gets
+        its ``call_cancelled`` here, before ``run_finished``, so that the events and the
+        trace name the same calls."""
+        for entry in run.trace:
+            if entry.outcome != CANCELLED or self.events.has_ended(run.run_id, entry.call_id):
+                continue
+            if not self.events.has_queued(run.run_id, entry.call_id):
+                self.events.add(run.run_id, {
+                    "type": "call_queued", "run_id": run.run_id, "call_id": entry.call_id,
+                    "stage": entry.stage, "attempt": entry.attempt, "pool": entry.pool,
+                    "t": round(max(0.0, entry.queued_at - run.arrival), 6)})
+            self._call_cancelled({"type": "call_cancelled", "run_id": run.run_id,
+                                  "call_id": entry.call_id, "stage": entry.stage,
+                                  "pool": entry.pool, "engine": entry.engine_id,
+                                  "t": entry.finished_at}, run)
 
 
 def run_view(run: Run) -> dict[str, Any]:

@@ -97,6 +97,32 @@ def test_cancel_stops_in_flight_engine_calls(tmp_path: Path) -> None:
         assert again.status_code == 409 and again.json()["error"]["param"] == "run_id"
 
 
+def test_a_cancelled_call_stays_in_the_trace(tmp_path: Path) -> None:
+    """Started or still queued, a cancelled call is in the run's trace (outcome
+    `cancelled`) and has its `call_cancelled` event, before `run_finished`."""
+    config = write_config(tmp_path, engine={"delay_ms": 5000, "max_concurrency": 1})
+    with running_server(config) as server, httpx.Client(base_url=server.url) as http:
+        body = {"workflow": "chain", "inputs": {"question": "q"}}
+        started, queued = (http.post("/v1/runs", json=body).json()["run_id"] for _ in range(2))
+        wait_until(lambda: sum(e.num_calls for e in null_engines(server)) == 1)
+        for run_id in (queued, started):
+            assert http.delete(f"/v1/runs/{run_id}").status_code == 200
+        for run_id, engine in ((started, "null-"), (queued, "")):
+            run = http.get(f"/v1/runs/{run_id}").json()
+            (call,) = run["trace"]
+            assert (call["stage"], call["outcome"], call["pool"]) == ("draft", "cancelled",
+                                                                      "draft")
+            assert call["engine"].startswith(engine) and (engine or call["engine"] == "")
+            events = _events(http, run_id)
+            kinds = [e["type"] for e in events]
+            assert kinds[-2:] == ["call_cancelled", "run_finished"]
+            assert kinds.count("call_started") == (1 if engine else 0)
+            assert events[-2]["call_id"] == call["call_id"] and events[-2]["pool"] == "draft"
+            assert events[-1]["trace"] == run["trace"]
+        metrics = http.get("/metrics").text
+        assert 'cortex_stage_calls_cancelled_total{pool="draft",stage="draft"} 2.0' in metrics
+
+
 def _error(response: httpx.Response, status: int) -> dict:
     assert response.status_code == status, response.text
     error = response.json()["error"]
