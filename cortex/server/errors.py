@@ -53,6 +53,14 @@ class InvalidRequest(ApiError):
     status = 422
 
 
+class BadRequest(ApiError):
+    """A well-formed request that cannot be served as asked: its run failed on the
+    request's own content (a prompt longer than the context window, an input a tool
+    refused). OpenAI answers these with 400."""
+
+    status = 400
+
+
 class Unauthorized(ApiError):
     status = 401
     default_code = "invalid_api_key"

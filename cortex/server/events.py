@@ -71,6 +71,14 @@ class RunEvents:
         log = self._logs.get(run_id)
         return log is not None and call_id in log.ended
 
+    def find(self, run_id: str, call_id: str, kind: str) -> dict[str, Any] | None:
+        """The call's latest event of ``kind`` in the run's log, if any."""
+        log = self._logs.get(run_id)
+        if log is None:
+            return None
+        return next((e for e in reversed(log.events)
+                     if e["type"] == kind and e.get("call_id") == call_id), None)
+
     def forget(self, run_id: str) -> None:
         self._logs.pop(run_id, None)
 
