@@ -30,6 +30,26 @@ class EngineError(RuntimeError):
     """An engine failed a call (crash, timeout, bad response). Retryable elsewhere."""
 
 
+class EngineRequestError(EngineError):
+    """The request itself cannot be served, by this engine or any like it (the caller's
+    mistake, not the engine's): the runtime fails the call without marking the engine
+    unhealthy or retrying it elsewhere. ``code`` says what was wrong (the server answers
+    400 with it)."""
+
+    code = "invalid_request"
+
+
+class ContextLengthExceeded(EngineRequestError):
+    """The prompt does not fit the engine's context window (``n_ctx`` tokens)."""
+
+    code = "context_length_exceeded"
+
+    def __init__(self, message: str, num_tokens: int, n_ctx: int) -> None:
+        super().__init__(message)
+        self.num_tokens = num_tokens
+        self.n_ctx = n_ctx
+
+
 def served_models(view: object) -> tuple[str, ...] | None:
     """The models an engine serves by name (``models``, e.g. llama.cpp with
     ``extra_models``), or None for engines that take any name (remote servers,

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from cortex.core import Completion, EngineRequest, SamplingParams, Usage
-from cortex.engine.base import BaseEngine, EngineError
+from cortex.engine.base import BaseEngine, ContextLengthExceeded, EngineError, EngineRequestError
 from cortex.engine.models import ChatTokenizer, model_name, resolve_model_path, uses_chat_template
 from cortex.engine.statecache import PrefixMatch, Snapshot, StateCache, Tokens, common_prefix_len
 
@@ -411,11 +411,15 @@ class LlamaCppEngine(BaseEngine):
                               f"stopped ({reason})")
 
     def _check_fits(self, num_tokens: int) -> None:
+        """Raises EngineRequestError: the prompt is empty, or (ContextLengthExceeded) leaves
+        no room in the context window; no engine of this config could serve it."""
         if num_tokens == 0:
-            raise EngineError(f"engine {self.engine_id}: the prompt is empty")
+            raise EngineRequestError(f"engine {self.engine_id}: the prompt is empty")
         if num_tokens >= self.config.n_ctx:
-            raise EngineError(f"engine {self.engine_id}: prompt of {num_tokens} tokens does not "
-                              f"fit n_ctx={self.config.n_ctx}; raise n_ctx or shorten it")
+            raise ContextLengthExceeded(
+                f"engine {self.engine_id}: prompt of {num_tokens} tokens does not fit "
+                f"n_ctx={self.config.n_ctx}; raise n_ctx or shorten it", num_tokens,
+                self.config.n_ctx)
 
     def _prefill(self, m: _Model, llama: llama_cpp.Llama, tokens: Tokens, job: _Job) -> int:
         """Evaluate the prompt, reusing the longest cached prefix; returns tokens reused."""

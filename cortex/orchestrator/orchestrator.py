@@ -9,7 +9,7 @@ import itertools
 from typing import Any, NamedTuple
 
 from cortex.allocator.knobs import KnobSet, apply_to_request, edge_limit, turn, turned
-from cortex.core import ERROR, OK, CallResult, RunStatus, TraceEntry
+from cortex.core import ERROR, OK, CallResult, RunStatus, TraceEntry, Usage
 from cortex.orchestrator.estimates import StageEstimator
 from cortex.orchestrator.run import FanoutState, Run, StageCall
 from cortex.workflow.graph import END, JOIN_FIRST_OK, CompiledWorkflow, Stage
@@ -29,6 +29,7 @@ def _empty() -> Step:
 
 
 DEFAULT_TIMEOUT_FACTOR = 5.0  # a run times out once this many times its SLO has passed
+CANCELLED = "cancelled"  # trace outcome of a call stopped before it finished
 
 
 class Orchestrator:
@@ -109,6 +110,7 @@ class Orchestrator:
             return _empty()
         cancelled = list(run.inflight.values())
         run.inflight.clear()
+        self._record_cancelled(run, cancelled, now)
         self._terminate(run, status, reason, now)
         return Step([], cancelled, [run])
 
@@ -142,6 +144,16 @@ class Orchestrator:
         service = result.usage.service_s or max(0.0, now - started)
         self.estimator.observe(run.workflow, call.stage.name, service, result.outcome)
 
+    @staticmethod
+    def _record_cancelled(run: Run, calls: list[StageCall], now: float) -> None:
+        """Keep calls stopped before they finished in the trace, outcome ``cancelled``:
+        engine and service time so far if started, else the queue wait until now."""
+        for call in calls:
+            started = call.started_at if call.started_at is not None else now
+            run.trace.append(TraceEntry(
+                call.call_id, call.stage.name, call.attempt, call.engine_id, call.pool,
+                CANCELLED, call.queued_at, started, now, Usage(service_s=max(0.0, now - started))))
+
     def _join(self, run: Run, stage: Stage, fan: FanoutState, call: StageCall,
               result: CallResult, now: float) -> Step:
         fan.pending.discard(call.call_id)
@@ -153,6 +165,7 @@ class Orchestrator:
             losers = [c for c in run.inflight.values() if c.call_id in fan.pending]
             for loser in losers:
                 del run.inflight[loser.call_id]
+            self._record_cancelled(run, losers, now)
             step = self._advance(run, stage, result, now)
             return Step(step.calls, losers + step.cancelled, step.finished)
         if fan.pending:
@@ -204,6 +217,7 @@ class Orchestrator:
     def _fail(self, run: Run, reason: str, now: float) -> Step:
         cancelled = list(run.inflight.values())
         run.inflight.clear()
+        self._record_cancelled(run, cancelled, now)
         self._terminate(run, RunStatus.FAILED, reason, now)
         return Step([], cancelled, [run])
 

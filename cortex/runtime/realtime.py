@@ -16,7 +16,7 @@ from typing import Any
 
 from cortex.controller import Action, CancelCall, Controller, RunFinished, StartCall
 from cortex.core import ERROR, CallResult, EngineRequest, RunStatus, Usage
-from cortex.engine.base import BaseEngine
+from cortex.engine.base import BaseEngine, EngineRequestError
 from cortex.orchestrator.outputs import llm_result
 from cortex.orchestrator.run import Run, StageCall
 from cortex.tools import TOOLS, load_builtin_tools
@@ -139,6 +139,12 @@ class RealtimeRuntime:
             completion = await engine.generate(call.request)
         except asyncio.CancelledError:
             raise
+        except EngineRequestError as exc:  # the request's fault: the engine stays healthy
+            self._tasks.pop(call.call_id, None)
+            result = CallResult(ERROR, {}, engine_id=engine_id, error=str(exc))
+            self._emit("call_finished", call, result, error_code=exc.code)
+            self._execute(self.controller.complete(call, result, self.clock()))
+            return
         except Exception as exc:  # noqa: BLE001 - any engine failure is retried elsewhere
             log.warning("engine %s failed call %s: %s", engine_id, call.call_id, exc)
             self._tasks.pop(call.call_id, None)
@@ -206,7 +212,8 @@ class RealtimeRuntime:
                 log.exception("controller tick failed; the next tick runs as usual")
 
     # ---- events ----------------------------------------------------------------
-    def _emit(self, kind: str, call: StageCall, result: CallResult | None = None) -> None:
+    def _emit(self, kind: str, call: StageCall, result: CallResult | None = None,
+              error_code: str | None = None) -> None:
         if not self.listeners:
             return
         event: dict[str, Any] = {"type": kind, "run_id": call.run_id, "call_id": call.call_id,
@@ -217,6 +224,8 @@ class RealtimeRuntime:
             event.update(outcome=result.outcome, service_s=u.service_s,
                          prompt_tokens=u.prompt_tokens, cached_prompt_tokens=u.cached_prompt_tokens,
                          output_tokens=u.output_tokens, error=result.error)
+        if error_code is not None:  # an EngineRequestError's code (the caller's mistake)
+            event["error_code"] = error_code
         for listener in self.listeners:
             listener(event)
 

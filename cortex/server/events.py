@@ -6,7 +6,8 @@ ends with the ``run_finished`` event, which carries the run's final state.
 
 Event kinds, in order for each stage call: ``call_queued``, ``call_started``,
 then ``call_finished`` (engine, timings, prompt/cached/output tokens) or
-``call_cancelled``. ``t`` is seconds since the run was admitted.
+``call_cancelled`` (a call cancelled while still queued has no ``call_started``).
+``t`` is seconds since the run was admitted.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TERMINAL_EVENT = "run_finished"
+CALL_ENDED = frozenset({"call_finished", "call_cancelled"})
 
 
 @dataclass(slots=True)
@@ -23,6 +25,7 @@ class RunLog:
     events: list[dict[str, Any]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     queued: set[str] = field(default_factory=set)
+    ended: set[str] = field(default_factory=set)   # calls with call_finished / call_cancelled
 
     @property
     def is_done(self) -> bool:
@@ -55,11 +58,26 @@ class RunEvents:
             if event["call_id"] in log.queued:
                 return
             log.queued.add(event["call_id"])
+        elif kind in CALL_ENDED:
+            log.ended.add(event["call_id"])
         log.append(event)
 
     def has_queued(self, run_id: str, call_id: str) -> bool:
         log = self._logs.get(run_id)
         return log is not None and call_id in log.queued
+
+    def has_ended(self, run_id: str, call_id: str) -> bool:
+        """Whether the call's ``call_finished`` or ``call_cancelled`` is in the log."""
+        log = self._logs.get(run_id)
+        return log is not None and call_id in log.ended
+
+    def find(self, run_id: str, call_id: str, kind: str) -> dict[str, Any] | None:
+        """The call's latest event of ``kind`` in the run's log, if any."""
+        log = self._logs.get(run_id)
+        if log is None:
+            return None
+        return next((e for e in reversed(log.events)
+                     if e["type"] == kind and e.get("call_id") == call_id), None)
 
     def forget(self, run_id: str) -> None:
         self._logs.pop(run_id, None)

@@ -6,9 +6,11 @@ The orchestrator owns runs; the observer only reads them.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
+from cortex.orchestrator.orchestrator import CANCELLED
 from cortex.orchestrator.run import Run, StageCall
 from cortex.server.events import RunEvents
 from cortex.server.metrics import ServerMetrics
@@ -82,6 +84,7 @@ class RuntimeObserver:
         self.events.add(run.run_id, _public(event, run))
 
     def _run_finished(self, event: dict[str, Any], run: Run) -> None:
+        self._report_cancelled_in_queue(run)
         latency = run.latency_s or 0.0
         self.metrics.observe_run(run.workflow.name, run.status.value, latency, run.met_slo)
         pools = frozenset(entry.pool for entry in run.trace if entry.pool)
@@ -91,13 +94,36 @@ class RuntimeObserver:
         self.events.add(run.run_id, final)
         self._on_run_finished(run.run_id)
 
+    def _report_cancelled_in_queue(self, run: Run) -> None:
+        """The runtime reports ``call_cancelled`` only for calls an engine had started; a
+        call cancelled while still queued is in the trace (outcome ``cancelled``) and gets
+        its ``call_cancelled`` here, before ``run_finished``, so that the events and the
+        trace name the same calls."""
+        for entry in run.trace:
+            if entry.outcome != CANCELLED or self.events.has_ended(run.run_id, entry.call_id):
+                continue
+            if not self.events.has_queued(run.run_id, entry.call_id):
+                self.events.add(run.run_id, {
+                    "type": "call_queued", "run_id": run.run_id, "call_id": entry.call_id,
+                    "stage": entry.stage, "attempt": entry.attempt, "pool": entry.pool,
+                    "t": round(max(0.0, entry.queued_at - run.arrival), 6)})
+            self._call_cancelled({"type": "call_cancelled", "run_id": run.run_id,
+                                  "call_id": entry.call_id, "stage": entry.stage,
+                                  "pool": entry.pool, "engine": entry.engine_id,
+                                  "t": entry.finished_at}, run)
+
 
 def run_view(run: Run) -> dict[str, Any]:
-    """A run as the API shows it: ``Run.to_dict()`` plus its SLO and timeout."""
+    """A run as the API shows it: ``Run.to_dict()`` plus its SLO and timeout (seconds;
+    null if not finite, which admission refuses)."""
     out = run.to_dict()
-    out["slo_s"] = round(run.deadline - run.arrival, 6)
-    out["timeout_s"] = round(run.timeout_at - run.arrival, 6)
+    out["slo_s"] = _seconds(run.deadline - run.arrival)
+    out["timeout_s"] = _seconds(run.timeout_at - run.arrival)
     return out
+
+
+def _seconds(value: float) -> float | None:
+    return round(value, 6) if math.isfinite(value) else None
 
 
 def _call_event(kind: str, call: StageCall, pool: str, t: float) -> dict[str, Any]:

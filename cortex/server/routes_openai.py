@@ -10,19 +10,19 @@ sends the role at once and the text when the call or run has finished.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from cortex.core import RunStatus, SamplingParams
+from cortex.core import ERROR, RunStatus, SamplingParams, TraceEntry
 from cortex.orchestrator.run import Run
 from cortex.server.deployment import DirectCall
 from cortex.server.errors import (
     ApiError,
+    BadRequest,
     Conflict,
     InvalidRequest,
     Overloaded,
@@ -30,6 +30,8 @@ from cortex.server.errors import (
     RunTimedOut,
     Unavailable,
 )
+from cortex.server.events import RunEvents
+from cortex.server.jsonsafe import SafeJSONResponse, dumps
 from cortex.server.routes_runs import ServiceDep, seconds
 from cortex.server.schemas import ChatRequest, CompletionRequest, OpenAIRequest
 from cortex.server.service import CortexService, Submission
@@ -89,12 +91,13 @@ async def _respond(service: CortexService, run: Run, body: OpenAIRequest, chat: 
     if body.stream:
         return sse_response(_stream(service, run, body, chat))
     run = await service.wait(run.run_id)
-    raise_for_run(run)
-    return JSONResponse(_completion(run, body, chat))
+    raise_for_run(run, service.events, chat)
+    return SafeJSONResponse(_completion(run, body, chat))
 
 
-def raise_for_run(run: Run) -> None:
-    """Map a run that did not succeed to the error an OpenAI client should see."""
+def raise_for_run(run: Run, events: RunEvents | None = None, chat: bool = True) -> None:
+    """Map a run that did not succeed to the error an OpenAI client should see: 400 when
+    it failed on the request's own content (``request_fault``), else 502 / 504 / ..."""
     why = f"run {run.run_id} {run.status.value}: {run.reason}"
     if run.status is RunStatus.SUCCEEDED:
         return
@@ -106,7 +109,56 @@ def raise_for_run(run: Run) -> None:
         if run.reason.startswith("server"):
             raise Unavailable(why, code="shutting_down")
         raise Conflict(why, code="run_cancelled")
+    fault = request_fault(run, events, "messages" if chat else "prompt")
+    if fault is not None:
+        raise fault
     raise RunFailed(why)
+
+
+def request_fault(run: Run, events: RunEvents | None, prompt_param: str) -> BadRequest | None:
+    """The 400 for a failed run whose failing call failed on the request's own content:
+
+    * an engine refused the request itself (``EngineRequestError``, reported as the
+      call's ``error_code``), e.g. ``context_length_exceeded``: the prompt does not fit;
+    * a tool stage returned an error before any LLM stage ran, so its arguments came
+      from the request's inputs alone (tools report bad arguments by returning an error;
+      a tool that *raised* is a bug, and an error after an LLM stage is the model's).
+
+    None for every other failure (a real server or engine failure: 502).
+    """
+    entry = _failing_call(run)
+    if entry is None:
+        return None
+    why = f"run {run.run_id} failed: {run.reason}"
+    finished = events.find(run.run_id, entry.call_id, "call_finished") if events else None
+    code = (finished or {}).get("error_code")
+    if code:
+        param = prompt_param if code == "context_length_exceeded" else None
+        return BadRequest(why, param=param, code=code)
+    stages = run.workflow.stages
+    stage = stages.get(entry.stage)
+    if stage is None or stage.is_llm or entry.error.startswith(f"tool {stage.tool} raised "):
+        return None
+    before = run.trace[:run.trace.index(entry)]
+    if any(t.stage in stages and stages[t.stage].is_llm for t in before):
+        return None
+    return BadRequest(f"{why} (rejected by tool stage {entry.stage!r} on the request's "
+                      f"inputs)", param=_input_param(run, entry.error), code="invalid_input")
+
+
+def _failing_call(run: Run) -> TraceEntry | None:
+    """The call whose error ended the run (its reason ends with that error), if any."""
+    entry = next((t for t in reversed(run.trace) if t.outcome == ERROR), None)
+    if entry is None or not entry.error or not run.reason.endswith(entry.error):
+        return None
+    return entry
+
+
+def _input_param(run: Run, error: str) -> str:
+    """``inputs.<name>`` if the error quotes exactly one input's value, else ``inputs``."""
+    quoted = [name for name, value in run.inputs.items() if isinstance(value, str) and value
+              and (f"'{value}'" in error or f'"{value}"' in error)]
+    return f"inputs.{quoted[0]}" if len(quoted) == 1 else "inputs"
 
 
 def answer_text(output: Any) -> str:
@@ -115,7 +167,7 @@ def answer_text(output: Any) -> str:
         return output
     if isinstance(output, dict) and isinstance(output.get("text"), str):
         return output["text"]
-    return json.dumps(output, default=str)
+    return dumps(output, compact=False)
 
 
 def usage_of(run: Run) -> dict[str, Any]:
@@ -179,7 +231,7 @@ async def _stream(service: CortexService, run: Run, body: OpenAIRequest, chat: b
                 run = await service.wait(run.run_id, KEEP_ALIVE_S)
             except asyncio.TimeoutError:
                 yield KEEP_ALIVE
-        raise_for_run(run)
+        raise_for_run(run, service.events, chat)
     except ApiError as exc:
         yield sse_frame(exc.body())
         return

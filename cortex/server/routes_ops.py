@@ -12,9 +12,10 @@ from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from cortex.server.errors import NotFound
+from cortex.server.jsonsafe import SafeJSONResponse
 from cortex.server.routes_runs import ServiceDep
 from cortex.server.views import dashboard_view
 
@@ -52,10 +53,10 @@ async def healthz(service: ServiceDep) -> dict[str, Any]:
 
 
 @router.get("/readyz")
-async def readyz(service: ServiceDep) -> JSONResponse:
+async def readyz(service: ServiceDep) -> SafeJSONResponse:
     ready, reason = service.is_ready() if service.deployment is not None else (
         False, f"server is {service.state.value}")
-    return JSONResponse({"ready": ready, "state": service.state.value, "reason": reason},
+    return SafeJSONResponse({"ready": ready, "state": service.state.value, "reason": reason},
                         status_code=200 if ready else 503)
 
 

@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from cortex.core import RunStatus
 from cortex.server.errors import Overloaded
+from cortex.server.jsonsafe import SafeJSONResponse
 from cortex.server.observer import run_view
 from cortex.server.schemas import RunRequest
 from cortex.server.service import CortexService, Submission
@@ -46,17 +47,17 @@ def run_links(run_id: str) -> dict[str, str]:
 
 @router.post("/runs", status_code=202)
 async def create_run(body: RunRequest, service: ServiceDep
-                     ) -> JSONResponse:
+                     ) -> SafeJSONResponse:
     run = service.submit(Submission(body.workflow, body.inputs, slo_s=seconds(body.slo_ms),
                                     timeout_s=seconds(body.timeout_ms)))
     if body.wait:
         run = await service.wait(run.run_id)
         if run.status is RunStatus.REJECTED:
             raise Overloaded(f"{run.reason} (run {run.run_id} rejected)", retry_after_s=1)
-        return JSONResponse(run_view(run))
+        return SafeJSONResponse(run_view(run))
     body_out = {"run_id": run.run_id, "workflow": run.workflow.name,
                 "status": run.status.value, "links": run_links(run.run_id)}
-    return JSONResponse(body_out, status_code=202,
+    return SafeJSONResponse(body_out, status_code=202,
                         headers={"Location": run_links(run.run_id)["self"]})
 
 

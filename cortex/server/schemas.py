@@ -2,15 +2,23 @@
 
 Validation errors become 422 responses naming the field (``cortex.server.errors``).
 OpenAI bodies accept and ignore fields Cortex does not use, as OpenAI-compatible
-servers do, so the official clients work unchanged.
+servers do, so the official clients work unchanged. JSON types are checked
+strictly: a boolean is ``true`` or ``false`` (not ``"yes"`` or ``1``), a number is
+a JSON number (not a string or a boolean) and finite (no ``NaN``, ``Infinity``
+or ``1e400``).
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cortex.core import SamplingParams
+
+# A JSON boolean; a finite JSON number (ints allowed); a JSON integer.
+Bool = Annotated[bool, Field(strict=True)]
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Int = Annotated[int, Field(strict=True)]
 
 
 class RunRequest(BaseModel):
@@ -20,11 +28,11 @@ class RunRequest(BaseModel):
 
     workflow: str = Field(min_length=1, description="workflow name (GET /v1/workflows)")
     inputs: dict[str, Any] = Field(default_factory=dict)
-    slo_ms: float | None = Field(default=None, gt=0, description="latency objective")
-    timeout_ms: float | None = Field(default=None, gt=0,
-                                     description="run is timed out after this (default: the "
-                                     "config's run_timeout_factor x SLO, 5 unless set)")
-    wait: bool = Field(default=False, description="answer with the finished run")
+    slo_ms: Number | None = Field(default=None, gt=0, description="latency objective")
+    timeout_ms: Number | None = Field(default=None, gt=0,
+                                      description="run is timed out after this (default: the "
+                                      "config's run_timeout_factor x SLO, 5 unless set)")
+    wait: Bool = Field(default=False, description="answer with the finished run")
 
 
 class ContentPart(BaseModel):
@@ -49,23 +57,23 @@ class ChatMessage(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    include_usage: bool = False
+    include_usage: Bool = False
 
 
 class OpenAIRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    temperature: Number | None = Field(default=None, ge=0, le=2)
+    top_p: Number | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = Field(default=1, ge=1, le=1, description="Cortex returns one choice")
-    stream: bool = False
+    seed: Int | None = None
+    n: Int = Field(default=1, ge=1, le=1, description="Cortex returns one choice")
+    stream: Bool = False
     stream_options: StreamOptions | None = None
     # Cortex extensions (send with the openai client's ``extra_body``):
     inputs: dict[str, Any] | None = Field(default=None, description="other workflow inputs")
-    slo_ms: float | None = Field(default=None, gt=0)
+    slo_ms: Number | None = Field(default=None, gt=0)
 
     def sampling(self, max_tokens: int) -> SamplingParams:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
@@ -83,8 +91,8 @@ class ChatRequest(OpenAIRequest):
     """``POST /v1/chat/completions``."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: Int | None = Field(default=None, ge=1)
+    max_completion_tokens: Int | None = Field(default=None, ge=1)
 
     def last_user_text(self) -> str | None:
         users = [m for m in self.messages if m.role == "user"]
@@ -106,7 +114,7 @@ class CompletionRequest(OpenAIRequest):
     """``POST /v1/completions`` (one prompt)."""
 
     prompt: str | list[str]
-    max_tokens: int = Field(default=16, ge=1)
+    max_tokens: Int = Field(default=16, ge=1)
 
     @field_validator("prompt")
     @classmethod

@@ -50,6 +50,15 @@ def check_server_config(cfg: CortexConfig) -> None:
         if not ok:
             raise ConfigError(cfg.source, f"server.{name}", f"{why}, got "
                               f"{getattr(server, name)!r}")
+    key = server.api_key
+    if key is not None and (not isinstance(key, str) or not key.strip()):
+        raise ConfigError(cfg.source, "server.api_key", "the API key is empty or only "
+                          "whitespace, so no client could authenticate; set server.api_key_env "
+                          "(or --api-key-env) to an environment variable holding a real key")
+    if key is not None and key != key.strip():
+        raise ConfigError(cfg.source, "server.api_key", "the API key starts or ends with "
+                          "whitespace (a newline?), which no Authorization header can carry, "
+                          "so no client could authenticate; strip it")
     if not is_loopback(server.host) and not server.api_key:
         raise ConfigError(cfg.source, "server.api_key", f"the server would listen on "
                           f"{server.host}, beyond loopback, without an API key; set "
@@ -92,7 +101,9 @@ class CortexServer:
 
     Args:
         cfg: the deployment config (``cfg.server`` gives host, port, key, limits).
-        announce: told one line when listening and when ready (the CLI prints it).
+        announce: told one line when listening, when ready, when draining and when drained
+            (the CLI prints it). If it raises (stdout a closed pipe), the line is logged
+            instead: a failing announce never stops the server, its start or its drain.
         log_level: uvicorn's log level.
         access_log: log every request.
         engines: pre-built engines instead of the config's (tests, embedding).
@@ -128,7 +139,7 @@ class CortexServer:
         """Serve until drained and stopped. Raises the engines' start error, if any."""
         self._loop = asyncio.get_running_loop()
         starter = asyncio.create_task(self._start())
-        self._announce(f"listening on {self.url} (policy {self.cfg.policy}); starting engines")
+        self._say(f"listening on {self.url} (policy {self.cfg.policy}); starting engines")
         try:
             await self._uvicorn.serve(sockets=[self.sock])
         finally:
@@ -147,7 +158,15 @@ class CortexServer:
             self._uvicorn.should_exit = True
             return
         pools = ", ".join(self.service.runtime.controller.pools)
-        self._announce(f"ready: {len(self.service.runtime.engines)} engines, pools: {pools}")
+        self._say(f"ready: {len(self.service.runtime.engines)} engines, pools: {pools}")
+
+    def _say(self, line: str) -> None:
+        """``announce`` the line; if that fails (e.g. BrokenPipeError: the reader of stdout
+        went away), log it instead of letting it end the caller."""
+        try:
+            self._announce(line)
+        except Exception as exc:  # noqa: BLE001 - any failure: the server goes on
+            log.warning("could not announce %r (%s: %s)", line, type(exc).__name__, exc)
 
     def request_drain(self) -> None:
         """Begin the graceful shutdown (thread- and signal-safe)."""
@@ -163,14 +182,21 @@ class CortexServer:
             self._drain = asyncio.ensure_future(self._drain_then_exit())
 
     async def _drain_then_exit(self) -> None:
-        grace = float(self.cfg.server.grace_s)
-        self._announce(f"draining: no new runs; {self.service.num_active} in flight get "
-                       f"{grace:g} s")
-        result = await self.service.drain(grace)
-        self._announce(f"drained: {result.num_finished} finished, {result.num_cancelled} "
-                       "cancelled; stopping")
-        await asyncio.sleep(0.05)  # let waiting handlers and streams send the final states
-        self._uvicorn.should_exit = True
+        """Drain, then stop uvicorn. Nothing here may keep the server up: a failing
+        announce is logged (``_say``), and should the drain itself fail the server
+        still stops (``close`` then cancels what is left)."""
+        try:
+            grace = float(self.cfg.server.grace_s)
+            self._say(f"draining: no new runs; {self.service.num_active} in flight get "
+                      f"{grace:g} s")
+            result = await self.service.drain(grace)
+            self._say(f"drained: {result.num_finished} finished, {result.num_cancelled} "
+                      "cancelled; stopping")
+            await asyncio.sleep(0.05)  # let waiting handlers and streams send the final states
+        except Exception:
+            log.exception("graceful drain failed; stopping now")
+        finally:
+            self._uvicorn.should_exit = True
 
 
 def run_in_thread(server: CortexServer) -> threading.Thread:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -169,9 +170,17 @@ class CortexService:
         Raises:
             Unavailable: starting or draining.
             NotFound: unknown workflow.
-            InvalidRequest: a missing input (``param`` names it).
+            InvalidRequest: a missing input (``param`` names it), or an SLO or timeout
+                that is not a finite positive number of seconds.
             Overloaded: a pool the workflow uses has a full queue (or the run was rejected).
         """
+        for name, value in (("slo_ms", sub.slo_s), ("timeout_ms", sub.timeout_s)):
+            if value is not None and not (isinstance(value, (int, float)) and not
+                                          isinstance(value, bool) and math.isfinite(value)
+                                          and value > 0):
+                shown = value * 1000.0 if isinstance(value, (int, float)) else value
+                raise InvalidRequest(f"{name} must be a finite number > 0, got {shown!r}",
+                                     param=name, code="invalid_value")
         self._check_admitting()
         deployment = self._deployment()
         wf = deployment.runtime.controller.orchestrator.workflows.get(sub.workflow)

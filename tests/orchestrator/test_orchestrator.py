@@ -92,6 +92,22 @@ def test_fanout_first_ok_cancels_losers():
     assert orch.complete(c, result(text="late"), 1.3).calls == []
 
 
+def test_cancelled_calls_stay_in_the_trace():
+    orch, run, step = start(slo_s=1.0)
+    (gen,) = step.calls
+    gen.started_at, gen.engine_id, gen.pool = 0.5, "e1", "p"
+    orch.expire(5.0)
+    (entry,) = run.trace
+    assert (entry.call_id, entry.outcome, entry.engine_id) == (gen.call_id, "cancelled", "e1")
+    assert entry.queue_wait_s == 0.5 and entry.usage.service_s == 4.5
+    orch, run, step = start(fanout=3)
+    a, b, c = step.calls
+    orch.complete(a, result(text="win"), 1.0)
+    assert [(t.call_id, t.outcome) for t in run.trace] == [
+        (a.call_id, OK), (b.call_id, "cancelled"), (c.call_id, "cancelled")]
+    assert run.trace[1].engine_id == "" and run.trace[1].queue_wait_s == 1.0
+
+
 def test_fanout_first_ok_all_fail():
     orch, run, step = start(fanout=2)
     orch.complete(step.calls[0], result(ERROR), 1.0)

@@ -77,3 +77,20 @@ def test_key_on_loopback(tmp_path: Path) -> None:
 def test_no_key_needed_on_loopback_without_one(http: httpx.Client) -> None:
     assert http.get("/v1/pools").status_code == 200
 
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+@pytest.mark.parametrize("key", ["   ", "\t\n", " s3cret-key", "s3cret-key\n"])
+def test_refuses_a_key_no_client_could_send(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys, host: str, key: str) -> None:
+    monkeypatch.setenv("CORTEX_TEST_KEY", key)
+    path = write_config(tmp_path, server={"host": host, "api_key_env": "CORTEX_TEST_KEY"})
+    with pytest.raises(ConfigError, match="server.api_key: .*no client could authenticate"):
+        check_server_config(load_config(path))
+    path = write_config(tmp_path, server={"host": host, "api_key": key})
+    with pytest.raises(ConfigError, match="no client could authenticate"):
+        CortexServer(load_config(path))
+    assert cli_main(["serve", "--config", str(path), "--api-key-env", "CORTEX_TEST_KEY"]) == 2
+    err = capsys.readouterr().err
+    assert "server.api_key" in err and "no client could authenticate" in err
+    assert key.strip() not in err or not key.strip()  # the key itself is not echoed

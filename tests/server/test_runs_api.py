@@ -97,6 +97,32 @@ def test_cancel_stops_in_flight_engine_calls(tmp_path: Path) -> None:
         assert again.status_code == 409 and again.json()["error"]["param"] == "run_id"
 
 
+def test_a_cancelled_call_stays_in_the_trace(tmp_path: Path) -> None:
+    """Started or still queued, a cancelled call is in the run's trace (outcome
+    `cancelled`) and has its `call_cancelled` event, before `run_finished`."""
+    config = write_config(tmp_path, engine={"delay_ms": 5000, "max_concurrency": 1})
+    with running_server(config) as server, httpx.Client(base_url=server.url) as http:
+        body = {"workflow": "chain", "inputs": {"question": "q"}}
+        started, queued = (http.post("/v1/runs", json=body).json()["run_id"] for _ in range(2))
+        wait_until(lambda: sum(e.num_calls for e in null_engines(server)) == 1)
+        for run_id in (queued, started):
+            assert http.delete(f"/v1/runs/{run_id}").status_code == 200
+        for run_id, engine in ((started, "null-"), (queued, "")):
+            run = http.get(f"/v1/runs/{run_id}").json()
+            (call,) = run["trace"]
+            assert (call["stage"], call["outcome"], call["pool"]) == ("draft", "cancelled",
+                                                                      "draft")
+            assert call["engine"].startswith(engine) and (engine or call["engine"] == "")
+            events = _events(http, run_id)
+            kinds = [e["type"] for e in events]
+            assert kinds[-2:] == ["call_cancelled", "run_finished"]
+            assert kinds.count("call_started") == (1 if engine else 0)
+            assert events[-2]["call_id"] == call["call_id"] and events[-2]["pool"] == "draft"
+            assert events[-1]["trace"] == run["trace"]
+        metrics = http.get("/metrics").text
+        assert 'cortex_stage_calls_cancelled_total{pool="draft",stage="draft"} 2.0' in metrics
+
+
 def _error(response: httpx.Response, status: int) -> dict:
     assert response.status_code == status, response.text
     error = response.json()["error"]
@@ -116,6 +142,42 @@ def test_validation_errors_name_the_field(http: httpx.Client) -> None:
     bad_json = http.post("/v1/runs", content=b"{not json",
                          headers={"content-type": "application/json"})
     assert _error(bad_json, 422)["code"] == "invalid_json"
+
+
+def test_a_body_that_is_not_a_json_object_says_what_is_expected(http: httpx.Client) -> None:
+    for path, required in (("/v1/runs", "workflow"), ("/v1/chat/completions", "model")):
+        array = _error(http.post(path, json=[1, 2]), 422)
+        assert array["message"].startswith("the request body must be a JSON object")
+        assert "got an array" in array["message"] and required in array["message"]
+        for headers in ({"content-type": "text/plain"}, {}):
+            wrong = _error(http.post(path, content=b'{"workflow": "chain"}', headers=headers),
+                           422)
+            assert "Content-Type: application/json" in wrong["message"]
+            assert wrong["code"] == "invalid_content_type"
+        for headers in ({"content-type": "application/json"}, {}):
+            empty = _error(http.post(path, content=b"", headers=headers), 422)
+            assert empty["message"].startswith("the request body is empty")
+            assert empty["param"] == required
+    missing = _error(http.post("/v1/runs", json={"inputs": {}}), 422)
+    assert missing["message"] == "missing required field 'workflow'"
+    unknown = _error(http.post("/v1/runs", json={"workflow": "chain", "bogus": 1}), 422)
+    assert unknown["message"].startswith("unknown field 'bogus' (fields: workflow, inputs")
+
+
+def test_booleans_and_numbers_are_strict(http: httpx.Client) -> None:
+    body = {"workflow": "chain", "inputs": {"question": "q"}}
+    for wait in ("yes", "true", 1, 0, None):
+        error = _error(http.post("/v1/runs", json={**body, "wait": wait}), 422)
+        assert error["param"] == "wait" and "true or false" in error["message"]
+    for slo in ("100", True):
+        assert _error(http.post("/v1/runs", json={**body, "slo_ms": slo}), 422)["param"] \
+            == "slo_ms"
+    chat = {"model": "draft", "messages": [{"role": "user", "content": "q"}]}
+    for field, value in (("stream", "yes"), ("n", True), ("max_tokens", "5"),
+                         ("stream_options", {"include_usage": "yes"})):
+        error = _error(http.post("/v1/chat/completions", json={**chat, field: value}), 422)
+        assert error["param"].startswith(field)
+    assert http.post("/v1/runs", json={**body, "wait": True, "slo_ms": 5000}).status_code == 200
 
 
 def test_unknown_workflow_and_run_are_404(http: httpx.Client) -> None:

@@ -107,3 +107,32 @@ def test_sigterm_cancels_what_outlives_the_grace_period(tmp_path: Path) -> None:
         assert final["type"] == "run_finished" and final["status"] == "cancelled"
         assert [e["type"] for e in results["events"][run_id]][-2] == "call_cancelled"
     assert "drained: 0 finished, 3 cancelled" in output
+
+
+def test_sigterm_drains_when_stdout_is_a_closed_pipe(tmp_path: Path) -> None:
+    """`cortex serve ... | head -2`: once head has exited, printing the `draining` line
+    raises BrokenPipeError; the first SIGTERM must still drain and stop the server."""
+    config = write_config(tmp_path, engine={"delay_ms": 1000}, server={"grace_s": 10})
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with (tmp_path / "stderr.txt").open("w+") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "cortex.cli", "serve", "--config",
+                                 str(config), "--log-level", "warning"], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=stderr, text=True)
+        try:
+            lines = [proc.stdout.readline(), proc.stdout.readline()]  # head -2
+            assert "listening on" in lines[0] and "ready" in lines[1], lines
+            url = re.search(r"listening on (http://\S+)", lines[0]).group(1)
+            proc.stdout.close()  # head exits: the pipe's reader is gone
+            with httpx.Client(base_url=url) as http:
+                run_id = http.post("/v1/runs", json=BODY).json()["run_id"]
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(15) == 0  # before: up until a second signal
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        stderr.seek(0)
+        log = stderr.read()
+    assert "could not announce 'draining" in log and "BrokenPipeError" in log
+    assert "drained: 1 finished, 0 cancelled" in log  # the run admitted before the signal
+    assert "cortex serve: stopped" in log and run_id
