@@ -225,7 +225,8 @@ class Orchestrator:
         run.status, run.reason, run.finished_at = status, reason, now
         # the workflow's output stage; none declared (several stages can end a run): the
         # stage that finished last, i.e. the one the run ended at when it succeeded
-        out = run.workflow.output or (run.trace[-1].stage if run.trace else None)
+        ran = [t.stage for t in run.trace if t.outcome != CANCELLED]
+        out = run.workflow.output or (ran[-1] if ran else None)
         run.output = run.context.get(out) if out else None
 
     def _enter(self, run: Run, stage_name: str, now: float) -> Step:

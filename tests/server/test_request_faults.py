@@ -117,7 +117,7 @@ def test_an_input_a_tool_refuses_is_400_naming_it(client: openai.OpenAI) -> None
                                        extra_body={"inputs": {"db": "nope"}})
     error = bad.value.body
     assert error["code"] == "invalid_input" and error["param"] == "inputs.db"
-    assert "database 'nope' not found" in error["message"]
+    assert "database 'nope' is not served here" in error["message"]
     with pytest.raises(openai.APIError) as streamed:  # the stream had begun: 200
         list(client.chat.completions.create(model="nl2sql", messages=question, stream=True,
                                             extra_body={"inputs": {"db": "nope"}}))
@@ -150,9 +150,9 @@ def test_a_tool_error_after_an_llm_stage_is_not_blamed_on_the_request() -> None:
 
     trace = [TraceEntry("c0", "gen", 1, "e", "gen", "ok", 0, 0, 1, Usage()),
              TraceEntry("c1", "run", 1, "", "tools", ERROR, 1, 1, 2, Usage(),
-                        "database 'nope' not found")]
+                        "database 'nope' is not served here")]
     run = SimpleNamespace(run_id="r", workflow=compiled, inputs={"q": "nope"}, trace=trace,
-                          reason="stage 'run' failed: database 'nope' not found")
+                          reason="stage 'run' failed: database 'nope' is not served here")
     assert request_fault(run, None, "messages") is None  # type: ignore[arg-type]
     run.trace = trace[1:]  # no LLM stage before: the tool saw the inputs alone
     fault = request_fault(run, None, "messages")  # type: ignore[arg-type]
