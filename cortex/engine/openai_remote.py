@@ -24,6 +24,7 @@ Cache accounting stays honest (docs/engines.md):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -34,7 +35,12 @@ from typing import Any, NamedTuple
 import httpx
 
 from cortex.core import Completion, EngineRequest, Usage
-from cortex.engine.base import BaseEngine, EngineError
+from cortex.engine.base import (
+    BaseEngine,
+    ContextLengthExceeded,
+    EngineError,
+    EngineRequestError,
+)
 
 log = logging.getLogger(__name__)
 _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout)   # the server never saw the request
@@ -108,6 +114,39 @@ class RemoteStats:
     num_cached_prompt_tokens: int = 0      # sum of what responses reported
     num_calls_with_cache_info: int = 0     # calls whose response reported cached tokens
     server_prefix_cache: PrefixCacheCounters | None = None
+
+
+_CONTEXT = re.compile(r"context (length|window)|maximum context|too many tokens|exceeds? the "
+                      r"(model's )?(max|context)", re.IGNORECASE)
+
+
+def _error_message(body: str) -> str:
+    """The ``message`` of an error body (vLLM: top level; OpenAI: under ``error``), else
+    the body."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(data, dict):
+        inner = data.get("error") if isinstance(data.get("error"), dict) else data
+        if isinstance(inner.get("message"), str):
+            return inner["message"]
+    return body
+
+
+def request_error(where: str, body: str) -> EngineRequestError:
+    """The error for a request a remote server refused with ``body``:
+    ``ContextLengthExceeded`` when the body says the prompt is over the context window
+    (the window and the tokens asked for are the first two numbers both vLLM and
+    llama.cpp's server name, 0 when absent), else ``EngineRequestError``."""
+    text = _error_message(body)
+    message = f"{where}: {text}"
+    if not _CONTEXT.search(text):
+        return EngineRequestError(message)
+    numbers = [int(n) for n in re.findall(r"\d+", text)][:2]
+    if len(numbers) < 2:
+        return ContextLengthExceeded(message, 0, 0)
+    return ContextLengthExceeded(message, max(numbers), min(numbers))
 
 
 class OpenAIRemoteEngine(BaseEngine):
@@ -265,6 +304,12 @@ class OpenAIRemoteEngine(BaseEngine):
 
     def _completion(self, request: EngineRequest, path: str, reply: httpx.Response) -> Completion:
         where = f"engine {self.engine_id}: {self.config.base_url}{path}"
+        if reply.status_code in (400, 413, 422):
+            # the server refused the request itself (vLLM, SGLang and llama.cpp answer a
+            # prompt over the context window so): the engine is healthy, and every engine
+            # like it would refuse it too
+            raise request_error(f"{where} refused the request (HTTP {reply.status_code})",
+                                reply.text[:2000])
         if reply.status_code != 200:
             self._stats.num_failures += 1
             raise EngineError(f"{where} answered HTTP {reply.status_code}: {reply.text[:300]}")

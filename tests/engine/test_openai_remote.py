@@ -12,7 +12,7 @@ import pytest
 
 from cortex.allocator.signals import kv_usage, num_waiting
 from cortex.core import EngineRequest, SamplingParams
-from cortex.engine.base import EngineError
+from cortex.engine.base import ContextLengthExceeded, EngineError, EngineRequestError
 from cortex.engine.openai_remote import OpenAIRemoteConfig, OpenAIRemoteEngine, parse_prometheus
 from tests.factories import free_port, llama_servers
 
@@ -54,6 +54,13 @@ class FakeVllm:
         self.bodies.append(body)
         if body.get("max_tokens") == 99:
             return httpx.Response(500, text="boom")
+        if body.get("max_tokens") == 98:  # vLLM's answer to a prompt over its window
+            return httpx.Response(400, json={
+                "object": "error", "type": "BadRequestError", "code": 400,
+                "message": "This model's maximum context length is 2048 tokens. However, you "
+                           "requested 5031 tokens (4975 in the messages, 56 in the completion)."})
+        if body.get("max_tokens") == 97:
+            return httpx.Response(400, json={"message": "temperature must be >= 0"})
         self.hits, self.queries = self.hits + 96, self.queries + 100
         usage = {"prompt_tokens": 100, "completion_tokens": 3,
                  "prompt_tokens_details": {"cached_tokens": 96}}
@@ -134,6 +141,23 @@ async def test_retries_connection_failures_only() -> None:
     await engine.close()
 
 
+async def test_a_request_the_server_refuses_is_the_requests_fault_not_the_engines() -> None:
+    # A 400 (vLLM: prompt over the context window) must not count as an engine failure:
+    # the runtime would mark the engine unhealthy and retry on the next, which refuses too.
+    engine = await fake_engine(FakeVllm())
+    long = EngineRequest("x", prompt="p", params=SamplingParams(max_tokens=98))
+    with pytest.raises(ContextLengthExceeded, match="maximum context length is 2048") as info:
+        await engine.generate(long)
+    assert (info.value.n_ctx, info.value.num_tokens) == (2048, 5031)
+    assert info.value.code == "context_length_exceeded"
+    bad = EngineRequest("y", prompt="p", params=SamplingParams(max_tokens=97))
+    with pytest.raises(EngineRequestError, match="refused the request .HTTP 400.") as info:
+        await engine.generate(bad)
+    assert not isinstance(info.value, ContextLengthExceeded)
+    assert engine.stats().num_failures == 0
+    await engine.close()
+
+
 async def test_unreachable_url_fails_at_start() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     engine = OpenAIRemoteEngine("r0", OpenAIRemoteConfig(base_url=url, max_retries=1,
@@ -185,3 +209,16 @@ async def test_cancellation_closes_the_request(remote: OpenAIRemoteEngine) -> No
     assert remote._client._transport._pool.connections == []   # httpx closed the socket
     reply = await remote.generate(chat("Hi", max_tokens=2))   # the engine still works
     assert reply.usage.output_tokens <= 2
+
+
+@pytest.mark.slow
+async def test_a_real_servers_context_refusal_is_a_request_error(
+        remote: OpenAIRemoteEngine) -> None:
+    # llama.cpp's server refuses a prompt over its 2048-token window; the engine stays
+    # healthy and the error says which tokens did not fit.
+    long = EngineRequest("long", prompt="SELECT name FROM users; " * 800,
+                         params=SamplingParams(max_tokens=4))
+    with pytest.raises(ContextLengthExceeded) as info:
+        await remote.generate(long)
+    assert info.value.n_ctx == 2048 and info.value.num_tokens > 2048, str(info.value)
+    assert await remote.probe() and remote.stats().num_failures == 0
