@@ -20,6 +20,19 @@ from cortex.orchestrator.orchestrator import DEFAULT_TIMEOUT_FACTOR
 from cortex.orchestrator.run import Run
 from cortex.runtime.build import build_runtime
 
+DEFAULT_SLO_S = 60.0
+DEFAULT_CACHE_MB = 64.0
+
+
+def slo_s(args: argparse.Namespace) -> float:
+    """``--slo``, 60 s when not given (a given value, validated by the parser, is kept)."""
+    return DEFAULT_SLO_S if args.slo is None else args.slo
+
+
+def cache_mb(args: argparse.Namespace) -> float:
+    """``--cache-mb``, 64 MB when not given; 0 is kept (only the live context is reused)."""
+    return DEFAULT_CACHE_MB if args.cache_mb is None else args.cache_mb
+
 
 @dataclass(slots=True)
 class Arrival:
@@ -52,7 +65,7 @@ async def run_policy(policy: str, rate: float, trace: list[Arrival], args: argpa
         "late_last_when_tipped": getattr(args, "late_last_when_tipped", False),
         "run_timeout_factor": getattr(args, "run_timeout_factor", DEFAULT_TIMEOUT_FACTOR),
         "engines": [{"backend": "llamacpp", "count": args.engines,
-                     "cache_mb": args.cache_mb or 64.0}],
+                     "cache_mb": cache_mb(args)}],
     }
     options = dict(getattr(args, "alloc_option", None) or [])
     if is_malleable(policy):
@@ -62,7 +75,7 @@ async def run_policy(policy: str, rate: float, trace: list[Arrival], args: argpa
     cfg = parse_config(data, source="<cortex bench flags>")
     oracle = OracleCache(block_size=1)
     runtime = await build_runtime(cfg, observe=lambda req: oracle.observe(req.prompt_tokens))
-    slo = args.slo or 60.0
+    slo = slo_s(args)
     started = time.perf_counter()
     try:
         t0 = runtime.clock()
@@ -132,7 +145,7 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
         Path(args.profile_out).write_text(json.dumps({"workload_profile": profile}, indent=2))
     config = {"workload": "nl2sql", "engine": "llamacpp", "engines": args.engines,
               "policies": args.policies, "rates": args.rates, "requests": args.requests,
-              "seed": args.seed, "slo_s": args.slo or 60.0, "cache_mb": args.cache_mb or 64.0,
+              "seed": args.seed, "slo_s": slo_s(args), "cache_mb": cache_mb(args),
               "load_bound": args.load_bound, "max_queue": args.max_queue,
               "late_factor": getattr(args, "late_last", None),
               "late_when_tipped": getattr(args, "late_last_when_tipped", False),

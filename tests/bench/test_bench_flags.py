@@ -1,0 +1,103 @@
+"""`cortex bench` numeric flags: argparse refuses anything that is not a finite number
+in range (exit 2, the flag named), and a value it accepts is used as given, never
+swapped for the default. Parsing only: no bench runs here."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from cortex.bench import real_bench, sim_cli
+from cortex.cli import build_parser
+
+BENCH = ["bench", "--engine", "sim", "--requests", "5"]
+
+
+def refused(argv: list[str], capsys) -> str:
+    """argparse's exit and message (parse only: a value the parser let through would
+    start a bench, and ``--rate nan`` used to hang it)."""
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, want", [
+    ("--rate", "nan", "must be a finite number, got 'nan'"),
+    ("--rate", "inf", "must be a finite number, got 'inf'"),
+    ("--rate", "0", "must be a number > 0, got '0'"),
+    ("--rate", "-2", "must be a number > 0"),
+    ("--rate", "fast", "expected a number, got 'fast'"),
+    ("--rates", "5,nan", "expected comma-separated finite numbers > 0, got '5,nan'"),
+    ("--rates", "5,inf", "expected comma-separated finite numbers > 0"),
+    ("--rates", "5,0", "expected comma-separated finite numbers > 0"),
+    ("--rates", ",", "expected comma-separated finite numbers > 0"),          # was: silently the default rate
+    ("--slo", "0", "must be a number > 0, got '0'"),  # was: silently 4x unloaded
+    ("--slo", "nan", "must be a finite number"),
+    ("--slo", "inf", "must be a finite number"),
+    ("--kv-tokens", "0", "must be an integer >= 1, got '0'"),  # was: silently 440000
+    ("--kv-tokens", "1.5", "expected an integer, got '1.5'"),
+    ("--max-seqs", "0", "must be an integer >= 1, got '0'"),   # was: silently 256
+    ("--dbs", "0", "must be an integer >= 1, got '0'"),        # was: silently 8
+    ("--engines", "0", "must be an integer >= 1, got '0'"),
+    ("--requests", "0", "must be an integer >= 1, got '0'"),
+    ("--cache-mb", "-1", "must be a number >= 0, got '-1'"),
+    ("--cache-mb", "nan", "must be a finite number"),
+    ("--p-fail", "nan", "must be a finite number"),
+    ("--p-fail", "1.5", "must be a number in [0, 1], got '1.5'"),
+    ("--load-bound", "-1", "must be an integer >= 0, got '-1'"),
+    ("--max-queue", "0", "must be an integer >= 1, got '0'"),   # was: every run rejected
+    ("--max-queue", "-1", "must be an integer >= 1"),
+    ("--late-last", "-1", "must be a number >= 0, got '-1'"),
+    ("--late-last", "inf", "must be a finite number"),
+    ("--run-timeout-factor", "nan", "must be a finite number"),
+    ("--run-timeout-factor", "inf", "must be a finite number"),  # was: accepted
+    ("--alloc-interval", "nan", "must be a finite number"),      # was: accepted
+    ("--alloc-interval", "0", "must be a number > 0, got '0'"),
+    ("--max-engines", "0", "must be an integer >= 1, got '0'"),
+])
+def test_bad_numbers_are_refused_by_the_parser_naming_the_flag(flag, value, want, capsys):
+    err = refused(BENCH + [flag, value], capsys)
+    assert f"argument {flag}: {want}" in err
+
+
+@pytest.mark.parametrize("option", ["min_dwell_s=nan", "min_dwell_s=inf", "hysteresis=1e999"])
+def test_alloc_option_refuses_a_non_finite_number(option, capsys):
+    err = refused(BENCH + ["--alloc-option", option], capsys)
+    assert f"argument --alloc-option: {option.split('=')[0]}: must be a finite number" in err
+
+
+def test_accepted_values_are_kept_as_given():
+    args = build_parser().parse_args(BENCH + [
+        "--rates", "0.5, 2", "--slo", "0.25", "--kv-tokens", "16", "--max-seqs", "1",
+        "--dbs", "1", "--cache-mb", "0", "--p-fail", "0", "--load-bound", "0",
+        "--max-queue", "1", "--late-last", "0", "--run-timeout-factor", "1",
+        "--alloc-interval", "0.1", "--max-engines", "4", "--alloc-option", "min_dwell_s=5",
+        "--alloc-option", "hysteresis=0.5", "--alloc-option", "saturation_moves=true"])
+    assert args.rates == [0.5, 2.0] and args.slo == 0.25
+    assert (args.kv_tokens, args.max_seqs, args.dbs) == (16, 1, 1)
+    assert (args.cache_mb, args.p_fail, args.load_bound, args.max_queue) == (0.0, 0.0, 0, 1)
+    assert (args.late_last, args.run_timeout_factor, args.alloc_interval) == (0.0, 1.0, 0.1)
+    assert args.alloc_option == [("min_dwell_s", 5), ("hysteresis", 0.5),
+                                 ("saturation_moves", True)]
+
+
+def test_llamacpp_keeps_a_zero_cache_and_defaults_only_what_is_not_given():
+    given = argparse.Namespace(slo=0.5, cache_mb=0.0)
+    assert (real_bench.slo_s(given), real_bench.cache_mb(given)) == (0.5, 0.0)
+    absent = argparse.Namespace(slo=None, cache_mb=None)
+    assert (real_bench.slo_s(absent), real_bench.cache_mb(absent)) == (60.0, 64.0)
+
+
+@pytest.mark.parametrize("flag, value, field", [("--kv-tokens", 0, "kv_capacity_tokens"),
+                                                ("--max-seqs", 0, "max_num_seqs"),
+                                                ("--dbs", 0, "num_dbs")])
+def test_sim_bench_refuses_a_zero_it_is_handed_instead_of_using_the_default(flag, value,
+                                                                           field):
+    """Library callers of ``bench_from_args`` skip the parser: a 0 still must not
+    become the default (it is refused before any run starts)."""
+    args = build_parser().parse_args(BENCH + ["--policies", "cortex"])
+    setattr(args, flag.lstrip("-").replace("-", "_"), value)
+    args.rates, args.late = [20.0], None
+    with pytest.raises(ValueError, match=field):
+        sim_cli.bench_from_args(args)
