@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -42,7 +43,13 @@ class Arrival:
 
 
 def question_trace(rate: float, num_runs: int, seed: int) -> list[Arrival]:
-    """Questions drawn (seeded) from the built-in set, with Poisson arrival times."""
+    """Questions drawn (seeded) from the built-in set, with Poisson arrival times.
+
+    Raises:
+        ValueError: ``rate`` is not a finite number > 0.
+    """
+    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+        raise ValueError(f"arrival rate must be a finite number > 0, got {rate!r}")
     from cortex.nl2sql.datasets import load_questions
 
     questions = load_questions()

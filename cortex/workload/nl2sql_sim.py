@@ -120,7 +120,14 @@ class NL2SQLWorkload:
 
     # ---- trace -------------------------------------------------------------
     def trace(self, rate: float, num_runs: int) -> list[PlannedRun]:
-        """Poisson arrivals at ``rate`` runs/s; same (seed, rate, num_runs) -> same trace."""
+        """Poisson arrivals at ``rate`` runs/s; same (seed, rate, num_runs) -> same trace.
+
+        Raises:
+            ValueError: ``rate`` is not a finite number > 0 (a nan rate gives nan arrival
+                times, on which the simulator never finishes; inf puts them all at 0).
+        """
+        if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+            raise ValueError(f"arrival rate must be a finite number > 0, got {rate!r}")
         rng = random.Random(f"trace-{self.seed}")
         t, out = 0.0, []
         for i in range(num_runs):

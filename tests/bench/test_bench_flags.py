@@ -8,7 +8,9 @@ import argparse
 import pytest
 
 from cortex.bench import real_bench, sim_cli
+from cortex.bench.sim_bench import SimBenchConfig, default_slo_s, slo_of
 from cortex.cli import build_parser
+from cortex.workload.nl2sql_sim import NL2SQLWorkload, NL2SQLWorkloadConfig
 
 BENCH = ["bench", "--engine", "sim", "--requests", "5"]
 
@@ -101,3 +103,38 @@ def test_sim_bench_refuses_a_zero_it_is_handed_instead_of_using_the_default(flag
     args.rates, args.late = [20.0], None
     with pytest.raises(ValueError, match=field):
         sim_cli.bench_from_args(args)
+
+
+@pytest.mark.parametrize("field, value, want", [
+    ("rates", [float("nan")], "rates must be finite numbers > 0"),   # hung the simulator
+    ("rates", [20.0, float("inf")], "rates must be finite numbers > 0"),
+    ("timeout_factor", float("nan"), "run-timeout-factor must be >= 1"),
+    ("timeout_factor", float("inf"), "run-timeout-factor must be >= 1"),
+    ("slo_s", 0.0, "--slo must be a finite number > 0"),   # was: silently 4x unloaded
+    ("slo_s", float("nan"), "--slo must be a finite number > 0"),
+    ("slo_s", -3.0, "--slo must be a finite number > 0"),
+    ("max_queue", 0, "--max-queue must be an integer >= 1"),  # was: every run rejected
+    ("load_bound", -1, "--load-bound must be an integer >= 0"),
+    ("retry_budget", -1, "retry_budget must be an integer >= 0"),
+    ("max_engines", 2, r"--max-engines \(2\) must be an integer >= --engines \(4\)"),
+    ("engine_startup_s", float("nan"), "engine_startup_s must be a finite number >= 0"),
+    ("timeline_bin_s", 0.0, "timeline_bin_s must be a finite number > 0"),
+])
+def test_sim_bench_config_refuses_bad_numbers(field, value, want):
+    opts = {"policies": ["cortex"], "rates": [20.0], "num_engines": 4, field: value}
+    with pytest.raises(ValueError, match=want):
+        SimBenchConfig(**opts)
+
+
+def test_sim_bench_keeps_a_given_slo_and_a_budget_equal_to_the_engines():
+    cfg = SimBenchConfig(policies=["cortex"], rates=[20.0], slo_s=0.5, max_engines=4)
+    assert slo_of(cfg) == 0.5
+    assert slo_of(SimBenchConfig(policies=["cortex"], rates=[20.0])) == default_slo_s(cfg)
+
+
+@pytest.mark.parametrize("rate", [float("nan"), float("inf"), 0.0, -1.0])
+def test_traces_refuse_a_rate_that_is_not_finite_and_positive(rate):
+    with pytest.raises(ValueError, match="arrival rate must be a finite number > 0"):
+        NL2SQLWorkload(NL2SQLWorkloadConfig()).trace(rate, 5)
+    with pytest.raises(ValueError, match="arrival rate must be a finite number > 0"):
+        real_bench.question_trace(rate, 5, 0)
