@@ -138,3 +138,42 @@ def test_traces_refuse_a_rate_that_is_not_finite_and_positive(rate):
         NL2SQLWorkload(NL2SQLWorkloadConfig()).trace(rate, 5)
     with pytest.raises(ValueError, match="arrival rate must be a finite number > 0"):
         real_bench.question_trace(rate, 5, 0)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("field, value, want", [
+    ("num_dbs", NAN, "num_dbs must be an integer >= 1"),   # range(nan) deep in a run
+    ("num_dbs", 2.0, "num_dbs must be an integer >= 1"),
+    ("num_dbs", 0, "num_dbs must be an integer >= 1"),
+    ("schema_tokens", INF, "schema_tokens must be an integer >= 1"),
+    ("question_tokens", -1, "question_tokens must be an integer >= 0"),
+    ("fix_extra_tokens", NAN, "fix_extra_tokens must be an integer >= 0"),
+    ("catalog_seed", NAN, "catalog_seed must be an integer"),
+    ("schema_spread", NAN, r"schema_spread must be in \[0, 1\)"),
+    ("schema_spread", 1.0, r"schema_spread must be in \[0, 1\)"),
+    ("p_first_fail", NAN, r"p_first_fail must be in \[0, 1\]"),
+    ("p_fix_fail", INF, r"p_fix_fail must be in \[0, 1\]"),
+    ("tool_latency_s", {"execute": NAN}, ("tool_latency_s must map stages to a finite "
+                                          "number >= 0, got execute: nan")),
+    ("tool_latency_s", {"verify": -0.1}, "tool_latency_s must map"),
+    ("output_tokens", {"generate": INF, "fix": 70}, ("output_tokens must map stages to an "
+                                                    "integer >= 1, got generate: inf")),
+    ("system_tokens", {"fix": 1.5}, "system_tokens must map stages to an integer >= 0"),
+])
+def test_workload_config_refuses_non_finite_and_out_of_range_values(field, value, want):
+    with pytest.raises(ValueError, match=want):
+        NL2SQLWorkloadConfig(**{field: value})
+
+
+def test_workload_profile_names_the_file_and_the_bad_value(tmp_path):
+    path = tmp_path / "wp.json"
+    path.write_text('{"workload_profile": {"tool_latency_s": {"execute": NaN}, "num_runs": 3}}')
+    with pytest.raises(ValueError, match=f"{path}: tool_latency_s must map"):
+        NL2SQLWorkloadConfig.from_profile(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        NL2SQLWorkloadConfig.from_profile(path)
+    good = NL2SQLWorkloadConfig.from_profile("docs/results/real_workload_profile.json")
+    assert good.output_tokens == {"generate": 28, "fix": 30}
