@@ -124,8 +124,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workflow-demand", action=argparse.BooleanOptionalAction, default=True,
                    help="cortex-malleable: a stage's offered load is at least its runs' "
                    "first visits x its visits per run (default; docs/allocator.md)")
-    p.add_argument("--max-engines", type=integer(1), help="sim, cortex-malleable: engine "
-                   "budget for scale-out (>= --engines; default: no scale-out)")
+    p.add_argument("--max-engines", type=integer(1), help="cortex-malleable: engine budget "
+                   "for scale-out (>= --engines; default: no scale-out)")
     p.add_argument("--timeline", type=Path, help="sim: write a timeline PNG (engines per "
                    "pool, calls per pool, SLO attainment over time); JSON goes in --out")
     p.add_argument("--out", type=Path, help="write results JSON here")

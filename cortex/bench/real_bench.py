@@ -76,7 +76,11 @@ async def run_policy(policy: str, rate: float, trace: list[Arrival], args: argpa
     }
     options = dict(getattr(args, "alloc_option", None) or [])
     if is_malleable(policy):
-        data["allocator"] = {"options": options}
+        data["allocator"] = {"policy": getattr(args, "allocator", "slo-pressure"),
+                             "interval_s": getattr(args, "alloc_interval", 1.0),
+                             "options": options}
+        if getattr(args, "max_engines", None) is not None:        # None: no scale-out
+            data["allocator"]["max_engines"] = args.max_engines
         if getattr(args, "workflow_demand", None) is not None:   # None: the config default
             data["allocator"]["workflow_demand"] = args.workflow_demand
     cfg = parse_config(data, source="<cortex bench flags>")
@@ -157,6 +161,9 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
               "late_factor": getattr(args, "late_last", None),
               "late_when_tipped": getattr(args, "late_last_when_tipped", False),
               "timeout_factor": getattr(args, "run_timeout_factor", DEFAULT_TIMEOUT_FACTOR),
+              "allocator": getattr(args, "allocator", "slo-pressure"),
+              "alloc_interval_s": getattr(args, "alloc_interval", 1.0),
+              "max_engines": getattr(args, "max_engines", None),
               "allocator_options": dict(getattr(args, "alloc_option", None) or [])}
     report = {"config": config, "results": results, "workload_profile": profile}
     if allocation:

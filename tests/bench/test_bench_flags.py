@@ -4,6 +4,7 @@ swapped for the default. Parsing only: no bench runs here."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import pytest
 
@@ -177,3 +178,27 @@ def test_workload_profile_names_the_file_and_the_bad_value(tmp_path):
         NL2SQLWorkloadConfig.from_profile(path)
     good = NL2SQLWorkloadConfig.from_profile("docs/results/real_workload_profile.json")
     assert good.output_tokens == {"generate": 28, "fix": 30}
+
+
+def test_llamacpp_bench_passes_the_allocator_flags_to_the_config(monkeypatch):
+    """--allocator, --alloc-interval and --max-engines were dropped by the real bench
+    (the runtime ran slo-pressure every 1 s with no scale-out whatever was given)."""
+    from cortex.config import parse_config
+
+    seen = {}
+
+    def capture(data, source):
+        seen["cfg"] = parse_config(data, source)   # the flags make a valid config
+        raise LookupError("stop before starting engines")
+
+    monkeypatch.setattr(real_bench, "parse_config", capture)
+    args = build_parser().parse_args(["bench", "--engine", "llamacpp", "--engines", "2",
+                                      "--allocator", "static", "--alloc-interval", "0.5",
+                                      "--max-engines", "3", "--cache-mb", "0"])
+    with pytest.raises(LookupError):
+        asyncio.run(real_bench.run_policy("cortex-malleable", 1.0, [], args))
+    cfg = seen["cfg"]
+    assert cfg.allocator.config.policy == "static"
+    assert cfg.allocator.config.interval_s == 0.5
+    assert cfg.allocator.max_engines == 3
+    assert [spec["cache_mb"] for _, spec in cfg.engine_specs] == [0.0, 0.0]
