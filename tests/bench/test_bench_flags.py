@@ -34,7 +34,7 @@ def refused(argv: list[str], capsys) -> str:
     ("--rates", "5,nan", "expected comma-separated finite numbers > 0, got '5,nan'"),
     ("--rates", "5,inf", "expected comma-separated finite numbers > 0"),
     ("--rates", "5,0", "expected comma-separated finite numbers > 0"),
-    ("--rates", ",", "expected comma-separated finite numbers > 0"),          # was: silently the default rate
+    ("--rates", ",", "expected comma-separated finite numbers > 0"),  # was: the default rate
     ("--slo", "0", "must be a number > 0, got '0'"),  # was: silently 4x unloaded
     ("--slo", "nan", "must be a finite number"),
     ("--slo", "inf", "must be a finite number"),
