@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+from cortex.cli_args import integer, number, numbers
 
 
 def _ints(text: str) -> list[int]:
@@ -36,24 +32,22 @@ def _option(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     value: object = raw.strip()
     if raw.strip().lower() in ("true", "false"):
-        value = raw.strip().lower() == "true"
-    else:
+        return key.strip(), raw.strip().lower() == "true"
+    try:
+        value = int(raw)
+    except ValueError:
         try:
-            value = float(raw) if any(c in raw for c in ".eE") else int(raw)
+            value = float(raw)
         except ValueError:
-            pass
+            return key.strip(), value
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{key.strip()}: must be a finite number, "
+                                             f"got {raw.strip()!r}") from None
     return key.strip(), value
 
 
-def _timeout_factor(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 1:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be a number >= 1 (a run would time out before "
-                                         f"its SLO), got {text!r}")
-    return value
+# a run would time out before its SLO below 1; nan and inf are refused too
+_timeout_factor = number(1, why=" (a run would time out before its SLO)")
 
 
 def _fail_schedule(text: str) -> list[tuple[float, float]]:
@@ -73,29 +67,35 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="replay one workload trace under several policies")
     p.add_argument("--workload", default="nl2sql", choices=["nl2sql"])
     p.add_argument("--engine", default="sim", choices=["sim", "llamacpp"])
-    p.add_argument("--engines", type=int, default=4, help="engine budget (same for every policy)")
+    p.add_argument("--engines", type=integer(1), default=4,
+                   help="engine budget (same for every policy)")
     p.add_argument("--policies", type=_names, default=PLACEMENTS.names(),
                    help=f"comma-separated: {', '.join(PLACEMENTS.names())}")
     rate = p.add_mutually_exclusive_group()
-    rate.add_argument("--rate", type=float, help="arrival rate, runs/s (Poisson)")
-    rate.add_argument("--rates", type=_floats, help="sweep: comma-separated rates")
-    p.add_argument("--requests", type=int, default=500, help="runs per (policy, rate)")
+    rate.add_argument("--rate", type=number(0, above=True),
+                      help="arrival rate, runs/s (Poisson; default 20)")
+    rate.add_argument("--rates", type=numbers(0, above=True),
+                      help="sweep: comma-separated rates")
+    p.add_argument("--requests", type=integer(1), default=500, help="runs per (policy, rate)")
     seed = p.add_mutually_exclusive_group()
     seed.add_argument("--seed", type=int, default=0)
     seed.add_argument("--seeds", type=_ints, help="comma-separated seeds: the whole "
                       "comparison once per seed (trace); prints and writes the means and "
                       "the last policy's goodput ratio to each other, per seed")
-    p.add_argument("--slo", type=float, help="per-run SLO in seconds (default: 4x unloaded)")
-    p.add_argument("--kv-tokens", type=int, help="sim: KV capacity per engine, tokens")
-    p.add_argument("--cache-mb", type=float, help="llamacpp: prefix-cache budget per engine, MB")
-    p.add_argument("--dbs", type=int, help="nl2sql: number of databases (sim)")
-    p.add_argument("--p-fail", type=float, help="sim: first-attempt failure probability")
+    p.add_argument("--slo", type=number(0, above=True), help="per-run SLO in seconds "
+                   "(default: sim 4x unloaded, llamacpp 60)")
+    p.add_argument("--kv-tokens", type=integer(1), help="sim: KV capacity per engine, tokens")
+    p.add_argument("--cache-mb", type=number(0), help="llamacpp: prefix-cache budget per "
+                   "engine, MB (default 64; 0: only the live context is reused)")
+    p.add_argument("--dbs", type=integer(1), help="nl2sql: number of databases (sim)")
+    p.add_argument("--p-fail", type=number(0, 1), help="sim: first-attempt failure probability")
     p.add_argument("--engine-profile", type=Path, help="sim: engine calibration JSON")
     p.add_argument("--workload-profile", type=Path, help="sim: workload profile JSON")
     p.add_argument("--profile-out", type=Path, help="llamacpp: write measured workload profile")
-    p.add_argument("--load-bound", type=int, default=2, help="prefix-affinity load bound")
-    p.add_argument("--max-queue", type=int, default=4096, help="bounded queue per pool")
-    p.add_argument("--max-seqs", type=int, help="sim: max sequences per engine (max_num_seqs)")
+    p.add_argument("--load-bound", type=integer(0), default=2, help="prefix-affinity load bound")
+    p.add_argument("--max-queue", type=integer(1), default=4096, help="bounded queue per pool")
+    p.add_argument("--max-seqs", type=integer(1),
+                   help="sim: max sequences per engine (max_num_seqs)")
     p.add_argument("--shift", action="store_true", help="nl2sql sim: shifting workload, "
                    "first-attempt failure rate 10%% -> 70%% -> 10%% over the trace")
     p.add_argument("--fail-schedule", type=_fail_schedule, metavar="F:P,...",
@@ -106,7 +106,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    "vary only arrivals and outcomes")
     p.add_argument("--knobs", action="store_true", help="sim: runs with negative slack turn "
                    "the agent's knobs (shorter outputs, fewer fixes), every policy")
-    p.add_argument("--late-last", type=float, metavar="K", help="slack-ordered pools "
+    p.add_argument("--late-last", type=number(0), metavar="K", help="slack-ordered pools "
                    "serve calls later than -K x their expected service after every call "
                    "that can still meet its SLO (default: strict least-slack order)")
     p.add_argument("--late-last-when-tipped", action="store_true", help="with --late-last: "
@@ -119,13 +119,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alloc-option", type=_option, action="append", default=[],
                    metavar="KEY=VALUE", help="cortex-malleable: an option of the allocation "
                    "policy (slo-pressure: PressureConfig fields), repeatable")
-    p.add_argument("--alloc-interval", type=float, default=1.0,
+    p.add_argument("--alloc-interval", type=number(0, above=True), default=1.0,
                    help="cortex-malleable: seconds between allocator steps")
     p.add_argument("--workflow-demand", action=argparse.BooleanOptionalAction, default=True,
                    help="cortex-malleable: a stage's offered load is at least its runs' "
                    "first visits x its visits per run (default; docs/allocator.md)")
-    p.add_argument("--max-engines", type=int,
-                   help="sim, cortex-malleable: engine budget for scale-out (> --engines)")
+    p.add_argument("--max-engines", type=integer(1), help="cortex-malleable: engine budget "
+                   "for scale-out (>= --engines; default: no scale-out)")
     p.add_argument("--timeline", type=Path, help="sim: write a timeline PNG (engines per "
                    "pool, calls per pool, SLO attainment over time); JSON goes in --out")
     p.add_argument("--out", type=Path, help="write results JSON here")
@@ -135,7 +135,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from cortex.bench.table import render_table
 
-    args.rates = args.rates or [args.rate or 20.0]
+    if args.rates is None:
+        args.rates = [20.0 if args.rate is None else args.rate]
     args.late = _late_order(args)
     if args.engine == "sim":
         from cortex.bench.sim_cli import bench_from_args

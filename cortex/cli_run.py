@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cortex.cli_args import integer, number
 from cortex.pool.placement import PLACEMENTS
 
 
@@ -17,9 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", default="sales", help="nl2sql: database name or .sqlite path")
     p.add_argument("--config", type=Path, help="Cortex config YAML (engines, policy)")
     p.add_argument("--policy", default="cortex", choices=PLACEMENTS.names())
-    p.add_argument("--engines", type=int, default=2, help="llama.cpp engines (no --config)")
-    p.add_argument("--cache-mb", type=float, default=64.0, help="prefix cache per engine, MB")
-    p.add_argument("--slo", type=float, default=60.0, help="SLO in seconds")
+    p.add_argument("--engines", type=integer(1), default=2, help="llama.cpp engines (no --config)")
+    p.add_argument("--cache-mb", type=number(0), default=64.0,
+                   help="prefix cache per engine, MB (0: only the live context is reused)")
+    p.add_argument("--slo", type=number(0, above=True), default=60.0, help="SLO in seconds")
     p.add_argument("--server", help="send the run to a running `cortex serve` at this URL")
     p.add_argument("--api-key", help="API key for --server (default: $CORTEX_API_KEY)")
     p.add_argument("--json", action="store_true", help="print the run as JSON")

@@ -11,17 +11,19 @@ import os
 import sys
 from pathlib import Path
 
+from cortex.cli_args import integer, number
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve workflows over HTTP (workflow API, OpenAI API, "
                                      "metrics, dashboard)")
     p.add_argument("--config", type=Path, required=True, help="Cortex config YAML")
     p.add_argument("--host", help="listen address (default: server.host, 127.0.0.1)")
-    p.add_argument("--port", type=int, help="listen port (default: server.port, 8080; "
-                                            "0: any free port)")
+    p.add_argument("--port", type=integer(0, 65535, why=" (0: any free port)"),
+                   help="listen port (default: server.port, 8080; 0: any free port)")
     p.add_argument("--api-key-env", metavar="VAR",
                    help="environment variable holding the API key (required beyond loopback)")
-    p.add_argument("--grace", type=float, help="seconds in-flight runs get on SIGTERM "
+    p.add_argument("--grace", type=number(0), help="seconds in-flight runs get on SIGTERM "
                                                "(default: server.grace_s, 10)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])

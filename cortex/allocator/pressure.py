@@ -24,7 +24,8 @@ Demand of a pool = offered work per second (smoothed) + its backlog drained over
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, fields, replace
 
 from cortex.allocator.policy import (
     ALLOCATION_POLICIES,
@@ -70,6 +71,16 @@ class PressureConfig:
     spare_occupancy: float = 0.6    # engine from one whose slots stay at most this busy
 
     def __post_init__(self) -> None:
+        for f in fields(self):   # a nan compares false with every bound below
+            value, default = getattr(self, f.name), f.default
+            if isinstance(default, bool):
+                continue
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if isinstance(default, int) and not (number and isinstance(value, int)):
+                raise ValueError(f"slo-pressure: {f.name} must be an integer, got {value!r}")
+            if not (number and math.isfinite(value)):
+                raise ValueError(f"slo-pressure: {f.name} must be a finite number, "
+                                 f"got {value!r}")
         if self.hysteresis < 0 or self.min_dwell_s < 0 or self.confirm_steps < 1:
             raise ValueError("slo-pressure: hysteresis and min_dwell_s must be >= 0 and "
                              "confirm_steps >= 1")

@@ -2,6 +2,7 @@
 it manages, and the cold-start counters of moved engines."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +33,17 @@ class AllocatorConfig:
     workflow_demand: bool = True
 
     def __post_init__(self) -> None:
-        if self.interval_s <= 0 or self.cold_window_s < 0:
-            raise ValueError("allocator: interval_s must be > 0 and cold_window_s >= 0")
+        """Raises ValueError naming the field (nan and inf are refused)."""
+        for name, want, ok in (
+                ("interval_s", "> 0", lambda v: v > 0),
+                ("load_alpha", "in (0, 1]", lambda v: 0 < v <= 1),
+                ("cost_window_s", "> 0", lambda v: v > 0),
+                ("cold_window_s", ">= 0", lambda v: v >= 0)):
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or not ok(value)):
+                raise ValueError(f"allocator: {name} must be a finite number {want}, "
+                                 f"got {value!r}")
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -20,6 +21,19 @@ from cortex.orchestrator.orchestrator import CANCELLED, DEFAULT_TIMEOUT_FACTOR
 from cortex.orchestrator.run import Run
 from cortex.runtime.build import build_runtime
 
+DEFAULT_SLO_S = 60.0
+DEFAULT_CACHE_MB = 64.0
+
+
+def slo_s(args: argparse.Namespace) -> float:
+    """``--slo``, 60 s when not given (a given value, validated by the parser, is kept)."""
+    return DEFAULT_SLO_S if args.slo is None else args.slo
+
+
+def cache_mb(args: argparse.Namespace) -> float:
+    """``--cache-mb``, 64 MB when not given; 0 is kept (only the live context is reused)."""
+    return DEFAULT_CACHE_MB if args.cache_mb is None else args.cache_mb
+
 
 @dataclass(slots=True)
 class Arrival:
@@ -29,7 +43,13 @@ class Arrival:
 
 
 def question_trace(rate: float, num_runs: int, seed: int) -> list[Arrival]:
-    """Questions drawn (seeded) from the built-in set, with Poisson arrival times."""
+    """Questions drawn (seeded) from the built-in set, with Poisson arrival times.
+
+    Raises:
+        ValueError: ``rate`` is not a finite number > 0.
+    """
+    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+        raise ValueError(f"arrival rate must be a finite number > 0, got {rate!r}")
     from cortex.nl2sql.datasets import load_questions
 
     questions = load_questions()
@@ -52,17 +72,21 @@ async def run_policy(policy: str, rate: float, trace: list[Arrival], args: argpa
         "late_last_when_tipped": getattr(args, "late_last_when_tipped", False),
         "run_timeout_factor": getattr(args, "run_timeout_factor", DEFAULT_TIMEOUT_FACTOR),
         "engines": [{"backend": "llamacpp", "count": args.engines,
-                     "cache_mb": args.cache_mb or 64.0}],
+                     "cache_mb": cache_mb(args)}],
     }
     options = dict(getattr(args, "alloc_option", None) or [])
     if is_malleable(policy):
-        data["allocator"] = {"options": options}
+        data["allocator"] = {"policy": getattr(args, "allocator", "slo-pressure"),
+                             "interval_s": getattr(args, "alloc_interval", 1.0),
+                             "options": options}
+        if getattr(args, "max_engines", None) is not None:        # None: no scale-out
+            data["allocator"]["max_engines"] = args.max_engines
         if getattr(args, "workflow_demand", None) is not None:   # None: the config default
             data["allocator"]["workflow_demand"] = args.workflow_demand
     cfg = parse_config(data, source="<cortex bench flags>")
     oracle = OracleCache(block_size=1)
     runtime = await build_runtime(cfg, observe=lambda req: oracle.observe(req.prompt_tokens))
-    slo = args.slo or 60.0
+    slo = slo_s(args)
     started = time.perf_counter()
     try:
         t0 = runtime.clock()
@@ -134,11 +158,14 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
         Path(args.profile_out).write_text(json.dumps({"workload_profile": profile}, indent=2))
     config = {"workload": "nl2sql", "engine": "llamacpp", "engines": args.engines,
               "policies": args.policies, "rates": args.rates, "requests": args.requests,
-              "seed": args.seed, "slo_s": args.slo or 60.0, "cache_mb": args.cache_mb or 64.0,
+              "seed": args.seed, "slo_s": slo_s(args), "cache_mb": cache_mb(args),
               "load_bound": args.load_bound, "max_queue": args.max_queue,
               "late_factor": getattr(args, "late_last", None),
               "late_when_tipped": getattr(args, "late_last_when_tipped", False),
               "timeout_factor": getattr(args, "run_timeout_factor", DEFAULT_TIMEOUT_FACTOR),
+              "allocator": getattr(args, "allocator", "slo-pressure"),
+              "alloc_interval_s": getattr(args, "alloc_interval", 1.0),
+              "max_engines": getattr(args, "max_engines", None),
               "allocator_options": dict(getattr(args, "alloc_option", None) or [])}
     report = {"config": config, "results": results, "workload_profile": profile}
     if allocation:

@@ -1,6 +1,7 @@
 """`cortex bench --engine sim`: replay one NL2SQL trace under each policy on simulated engines."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,15 +48,47 @@ class SimBenchConfig:
     timeout_factor: float = DEFAULT_TIMEOUT_FACTOR  # runs time out after this x their SLO
 
     def __post_init__(self) -> None:
+        """Raises ValueError naming the ``cortex bench`` flag (nan and inf are refused:
+        a nan rate used to hang the simulator)."""
         if not self.policies or not self.rates:
             raise ValueError("need at least one policy and one rate")
-        if any(r <= 0 for r in self.rates):
-            raise ValueError("rates must be positive")
-        if self.timeout_factor < 1:
+        if not all(_finite(r) and r > 0 for r in self.rates):
+            raise ValueError(f"rates must be finite numbers > 0, got {self.rates}")
+        if not (_finite(self.timeout_factor) and self.timeout_factor >= 1):
             raise ValueError("--run-timeout-factor must be >= 1 (a run would time out "
-                             "before its SLO)")
-        if self.num_requests < 1 or self.num_engines < 1:
+                             f"before its SLO) and finite, got {self.timeout_factor!r}")
+        if self.slo_s is not None and not (_finite(self.slo_s) and self.slo_s > 0):
+            raise ValueError(f"--slo must be a finite number > 0, got {self.slo_s!r}")
+        if not (_whole(self.num_requests, 1) and _whole(self.num_engines, 1)):
             raise ValueError("--requests and --engines must be >= 1")
+        for flag, value, low in (("--max-queue", self.max_queue, 1),
+                                 ("--load-bound", self.load_bound, 0),
+                                 ("retry_budget", self.retry_budget, 0)):
+            if not _whole(value, low):
+                raise ValueError(f"{flag} must be an integer >= {low}, got {value!r}")
+        if self.max_engines is not None and not _whole(self.max_engines, self.num_engines):
+            raise ValueError(f"--max-engines ({self.max_engines!r}) must be an integer >= "
+                             f"--engines ({self.num_engines})")
+        if not (_finite(self.engine_startup_s) and self.engine_startup_s >= 0):
+            raise ValueError(f"engine_startup_s must be a finite number >= 0, "
+                             f"got {self.engine_startup_s!r}")
+        if not (_finite(self.timeline_bin_s) and self.timeline_bin_s > 0):
+            raise ValueError(f"timeline_bin_s must be a finite number > 0, "
+                             f"got {self.timeline_bin_s!r}")
+
+
+def _finite(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _whole(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def slo_of(cfg: SimBenchConfig) -> float:
+    """The configured SLO, or ``default_slo_s`` when none is set (a set one is kept)."""
+    return cfg.slo_s if cfg.slo_s is not None else default_slo_s(cfg)
 
 
 def _service_priors(cfg: SimBenchConfig, workload: NL2SQLWorkload) -> dict[str, float]:
@@ -97,7 +130,7 @@ def run_policy(cfg: SimBenchConfig, policy: str, rate: float) -> tuple[dict[str,
     sim = Simulator(controller, engines, workload, workflow.name,
                     on_llm_submit=lambda req: oracle.observe(req.prompt_tokens))
     started = time.perf_counter()
-    runs = sim.run(trace, cfg.slo_s or default_slo_s(cfg))
+    runs = sim.run(trace, slo_of(cfg))
     wall = time.perf_counter() - started
     row = summarize(policy, rate, runs, set(workflow.llm_stages), oracle.prefill_tokens, wall)
     return row, sim
@@ -138,7 +171,7 @@ def run_sim_bench(cfg: SimBenchConfig) -> dict[str, Any]:
     config = {
         "workload": "nl2sql", "engine": "sim", "engines": cfg.num_engines,
         "policies": cfg.policies, "rates": cfg.rates, "requests": cfg.num_requests,
-        "seed": cfg.seed, "slo_s": cfg.slo_s or default_slo_s(cfg),
+        "seed": cfg.seed, "slo_s": slo_of(cfg),
         "max_queue": cfg.max_queue, "load_bound": cfg.load_bound,
         "retry_budget": cfg.retry_budget, "late_factor": cfg.late and cfg.late.factor,
         "late_when_tipped": bool(cfg.late and cfg.late.when_tipped),

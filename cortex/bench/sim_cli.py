@@ -18,13 +18,13 @@ from cortex.workload.nl2sql_sim import NL2SQLWorkload, NL2SQLWorkloadConfig, shi
 def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
     engine = (SimEngineConfig.from_profile(args.engine_profile) if args.engine_profile
               else SimEngineConfig())
-    if args.kv_tokens:
+    if args.kv_tokens is not None:
         engine = replace(engine, kv_capacity_tokens=args.kv_tokens)
-    if getattr(args, "max_seqs", None):
+    if getattr(args, "max_seqs", None) is not None:
         engine = replace(engine, max_num_seqs=args.max_seqs)
     workload = (NL2SQLWorkloadConfig.from_profile(args.workload_profile)
                 if args.workload_profile else NL2SQLWorkloadConfig())
-    if args.dbs:
+    if args.dbs is not None:
         workload = replace(workload, num_dbs=args.dbs)
     if getattr(args, "catalog_seed", None) is not None:
         workload = replace(workload, catalog_seed=args.catalog_seed)
@@ -32,7 +32,7 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
         workload = replace(workload, p_first_fail=args.p_fail)
     if getattr(args, "shift", False):
         workload = shifting(workload)
-    if getattr(args, "fail_schedule", None):
+    if getattr(args, "fail_schedule", None) is not None:
         workload = replace(workload, fail_schedule=args.fail_schedule)
     timeline = getattr(args, "timeline", None)
     cfg = SimBenchConfig(policies=args.policies, rates=args.rates, num_requests=args.requests,

@@ -31,7 +31,6 @@ import json
 import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 from cortex.core import EngineRequest, SamplingParams
@@ -263,16 +262,17 @@ def _fmt(value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``cortex profile --engine llamacpp [--out profile.json] ...``."""
+    """``python -m cortex.engine.profile [--out profile.json] ...`` (the flags of
+    ``cortex profile``)."""
+    from cortex.cli_profile import add_profile_arguments
+
     p = argparse.ArgumentParser(prog="cortex profile", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2-135m", help="model name or .gguf path")
-    p.add_argument("--cache-mb", type=float, default=64.0, help="prefix-cache budget per engine")
-    p.add_argument("--repeats", type=int, default=3, help="repetitions per measurement")
-    p.add_argument("--prefix-tokens", type=int, default=400, help="shared prompt prefix length")
-    p.add_argument("--output-tokens", type=int, default=32, help="output tokens per call")
-    p.add_argument("--block-size", type=int, default=16, help="simulator block size")
-    p.add_argument("--out", type=Path, help="write the profile as JSON here")
-    args = p.parse_args(argv)
+    add_profile_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Profile with parsed flags, print the table, write ``--out``."""
     profile = profile_llamacpp(args.model, args.cache_mb, args.repeats, args.prefix_tokens,
                                args.output_tokens, args.block_size)
     print(format_table(profile))

@@ -51,11 +51,31 @@ class NL2SQLWorkloadConfig:
     catalog_seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.num_dbs < 1:
-            raise ValueError("num_dbs must be >= 1")
+        """Raises ValueError naming the field: counts are integers, everything else a
+        finite number in range (a nan from a profile JSON would reach the simulator's
+        clock or a schema size)."""
+        for name, low in (("num_dbs", 1), ("schema_tokens", 1), ("question_tokens", 0),
+                          ("fix_extra_tokens", 0)):
+            if not _whole(getattr(self, name), low):
+                raise ValueError(f"{name} must be an integer >= {low}, "
+                                 f"got {getattr(self, name)!r}")
+        if self.catalog_seed is not None and not _whole(self.catalog_seed, None):
+            raise ValueError(f"catalog_seed must be an integer, got {self.catalog_seed!r}")
+        if not (_finite(self.schema_spread) and 0.0 <= self.schema_spread < 1.0):
+            raise ValueError(f"schema_spread must be in [0, 1), got {self.schema_spread!r}")
         for name in ("p_first_fail", "p_fix_fail"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+            if not (_finite(getattr(self, name)) and 0.0 <= getattr(self, name) <= 1.0):
                 raise ValueError(f"{name} must be in [0, 1]")
+        for name, low in (("system_tokens", 0), ("output_tokens", 1), ("tool_latency_s", 0)):
+            table = getattr(self, name)
+            bad = ([f"{k}: {v!r}" for k, v in table.items()
+                    if not (_finite(v) and v >= low and (name == "tool_latency_s"
+                                                         or _whole(v, low)))]
+                   if isinstance(table, dict) else [repr(table)])
+            if bad:
+                kind = "a finite number" if name == "tool_latency_s" else "an integer"
+                raise ValueError(f"{name} must map stages to {kind} >= {low}, got "
+                                 f"{', '.join(bad)}")
         self.fail_schedule = [(float(a), float(p)) for a, p in self.fail_schedule]
         if any(not (0.0 <= a <= 1.0 and 0.0 <= p <= 1.0) for a, p in self.fail_schedule):
             raise ValueError("fail_schedule entries must be (fraction in [0, 1], p in [0, 1])")
@@ -73,13 +93,35 @@ class NL2SQLWorkloadConfig:
 
     @classmethod
     def from_profile(cls, path: str | Path) -> NL2SQLWorkloadConfig:
-        data = json.loads(Path(path).read_text())
-        data = data.get("workload_profile", data)
+        """Raises:
+            ValueError: unreadable file, not a JSON object, or a bad value; the message
+                names the file (keys that are not fields, e.g. ``num_runs``, are skipped).
+        """
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read workload profile: {exc}") from exc
+        data = data.get("workload_profile", data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: workload profile must be a JSON object")  # noqa: TRY004
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        try:
+            return cls(**known)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _finite(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _whole(value: object, low: int | None) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and (low is None or value >= low))
 
 
 @dataclass(slots=True)
@@ -120,7 +162,14 @@ class NL2SQLWorkload:
 
     # ---- trace -------------------------------------------------------------
     def trace(self, rate: float, num_runs: int) -> list[PlannedRun]:
-        """Poisson arrivals at ``rate`` runs/s; same (seed, rate, num_runs) -> same trace."""
+        """Poisson arrivals at ``rate`` runs/s; same (seed, rate, num_runs) -> same trace.
+
+        Raises:
+            ValueError: ``rate`` is not a finite number > 0 (a nan rate gives nan arrival
+                times, on which the simulator never finishes; inf puts them all at 0).
+        """
+        if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+            raise ValueError(f"arrival rate must be a finite number > 0, got {rate!r}")
         rng = random.Random(f"trace-{self.seed}")
         t, out = 0.0, []
         for i in range(num_runs):

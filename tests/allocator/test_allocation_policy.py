@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from cortex.allocator import ALLOCATION_POLICIES, DecisionKind, PressurePolicy
+from cortex.allocator import ALLOCATION_POLICIES, AllocatorConfig, DecisionKind, PressurePolicy
 from tests.allocator.alloc_factories import ctx, engines, load
 
 
@@ -24,6 +24,33 @@ def test_registry_names_and_bad_options():
         PressurePolicy(confirm_steps=0)
     with pytest.raises(TypeError):
         PressurePolicy(no_such_option=1)
+
+
+@pytest.mark.parametrize("option, value, want", [
+    ("min_dwell_s", float("nan"), "min_dwell_s must be a finite number"),  # nan < 0 is False
+    ("hysteresis", float("inf"), "hysteresis must be a finite number"),
+    ("drain_s", float("nan"), "drain_s must be a finite number"),
+    ("warmup_s", float("-inf"), "warmup_s must be a finite number"),
+    ("confirm_steps", 1.5, "confirm_steps must be an integer"),
+    ("max_moves_per_step", True, "max_moves_per_step must be an integer"),
+    ("lend_below", "0.1", "lend_below must be a finite number"),
+])
+def test_pressure_options_must_be_finite_numbers(option, value, want):
+    with pytest.raises(ValueError, match=want):
+        PressurePolicy(**{option: value})
+    assert PressurePolicy(min_dwell_s=5, lend_last_engine=False).config.min_dwell_s == 5
+
+
+@pytest.mark.parametrize("field, value", [("interval_s", float("nan")),
+                                          ("interval_s", float("inf")), ("interval_s", 0),
+                                          ("load_alpha", float("nan")), ("load_alpha", 1.5),
+                                          ("cost_window_s", float("inf")),
+                                          ("cold_window_s", float("nan")),
+                                          ("cold_window_s", -1.0)])
+def test_allocator_config_refuses_non_finite_and_out_of_range_timings(field, value):
+    with pytest.raises(ValueError, match=f"allocator: {field} must be a finite number"):
+        AllocatorConfig(**{field: value})
+    assert AllocatorConfig(interval_s=0.25, cold_window_s=0).interval_s == 0.25
 
 
 def test_same_snapshots_same_decisions_and_inputs_untouched():
