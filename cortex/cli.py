@@ -192,7 +192,9 @@ def _bench_seeds(args: argparse.Namespace, bench_from_args: Any) -> dict[str, An
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cortex", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="cortex", description="Cortex: serve agentic LLM workflows on stage-isolated "
+        "engine pools (README.md, docs/).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_bench(sub)
     for module in ("cortex.cli_run", "cortex.cli_eval", "cortex.cli_serve",
