@@ -41,11 +41,12 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 async def _run_local(args: argparse.Namespace) -> dict[str, Any]:
+    from cortex.nl2sql.datasets import DB_IDS
     from cortex.runtime.build import build_runtime
 
     cfg = _config(args)
     db = Path(args.db).expanduser()
-    if db.suffix and db.is_file():  # a local file named on this machine's command line
+    if args.db not in DB_IDS and db.is_file():  # a local file named on this command line
         cfg.db_dirs = (*cfg.db_dirs, db.resolve().parent)
         args.db = str(db.resolve())
     runtime = await build_runtime(cfg)

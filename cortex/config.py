@@ -153,7 +153,7 @@ class CortexConfig:
             options = {k: v for k, v in spec.items() if k != "_path"}
             try:
                 engines[engine_id] = BACKENDS.get(spec["backend"])(engine_id, options)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:  # cache_mb: .inf
                 raise ConfigError(self.source, spec["_path"],
                                   f"bad engine option: {exc}") from None
         return engines
@@ -184,7 +184,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
     if policy not in PLACEMENTS:
         raise ConfigError(source, "policy", f"unknown policy {policy!r}; choose one of "
                           f"{', '.join(PLACEMENTS.names())}")
-    unknown = sorted(set(data) - set(CONFIG_FIELDS))
+    unknown = sorted(set(data) - set(CONFIG_FIELDS), key=str)
     if unknown:
         raise ConfigError(source, unknown[0], f"unknown field; known: {', '.join(CONFIG_FIELDS)}")
     cfg = CortexConfig(policy=policy, source=source)
@@ -197,14 +197,16 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
     cfg.databases, cfg.db_dirs = _databases(data, source, base_dir)
     if "slo_ms" in data:
         slo = data["slo_ms"]
-        if not _is_number(slo) or not math.isfinite(slo) or slo <= 0:
+        if not _is_number(slo) or slo <= 0:
             raise ConfigError(source, "slo_ms", f"must be a positive number, got {slo!r}")
         cfg.slo_s = slo / 1000.0
-    for key in ("max_queue", "load_bound", "tool_threads"):
+    for key in ("max_queue", "tool_threads"):
         if key in data:
             setattr(cfg, key, _positive_int(data[key], source, key))
+    if "load_bound" in data:  # 0: always the engine with the longest cached prefix
+        cfg.load_bound = _positive_int(data["load_bound"], source, "load_bound", minimum=0)
     late = data.get("late_last")
-    if late is not None and (not _is_number(late) or not math.isfinite(late) or late < 0):
+    if late is not None and (not _is_number(late) or late < 0):
         raise ConfigError(source, "late_last", "must be a number >= 0 (times a call's "
                           f"expected service it may be late and still count), got {late!r}")
     tipped = data.get("late_last_when_tipped", False)
@@ -216,7 +218,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
     if late is not None:
         cfg.late = LateOrder(float(late), tipped)
     factor = data.get("run_timeout_factor", DEFAULT_TIMEOUT_FACTOR)
-    if not _is_number(factor) or not math.isfinite(factor) or factor < 1:
+    if not _is_number(factor) or factor < 1:
         raise ConfigError(source, "run_timeout_factor", "must be a number >= 1 (a run times "
                           f"out once this many times its SLO has passed), got {factor!r}")
     cfg.run_timeout_factor = float(factor)
@@ -227,19 +229,21 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
 
 
 def _is_number(value: Any) -> bool:
-    """An int or float from YAML (``true`` / ``false`` are not numbers here)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float from YAML (``true`` / ``false``, ``.inf`` and ``.nan`` are
+    not numbers here)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _positive_int(value: Any, source: str, path: str) -> int:
-    """``value`` as an integer >= 1; a float, a string or a YAML bool is an error
-    (``int(0.5)`` would silently make a bound of 0)."""
-    if not _is_int(value) or value < 1:
-        raise ConfigError(source, path, f"must be an integer >= 1, got {value!r}")
+def _positive_int(value: Any, source: str, path: str, minimum: int = 1) -> int:
+    """``value`` as an integer >= ``minimum``; a float, a string or a YAML bool is an
+    error (``int(0.5)`` would silently make a bound of 0)."""
+    if not _is_int(value) or value < minimum:
+        raise ConfigError(source, path, f"must be an integer >= {minimum}, got {value!r}")
     return value
 
 
@@ -365,7 +369,7 @@ def _server(raw: Any, source: str) -> ServerConfig:
     if "max_body_bytes" in options:
         _positive_int(options["max_body_bytes"], source, "server.max_body_bytes")
     grace = options.get("grace_s", defaults.grace_s)
-    if not _is_number(grace) or not math.isfinite(grace) or grace < 0:
+    if not _is_number(grace) or grace < 0:
         raise ConfigError(source, "server.grace_s", f"must be a number of seconds >= 0, "
                           f"got {grace!r}")
     for key in ("api_key", "api_key_env"):

@@ -74,6 +74,9 @@ class PressureConfig:
         for f in fields(self):   # a nan compares false with every bound below
             value, default = getattr(self, f.name), f.default
             if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"slo-pressure: {f.name} must be true or false, "  # noqa: TRY004
+                                     f"got {value!r}")
                 continue
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if isinstance(default, int) and not (number and isinstance(value, int)):

@@ -116,8 +116,8 @@ class RemoteStats:
     server_prefix_cache: PrefixCacheCounters | None = None
 
 
-_CONTEXT = re.compile(r"context (length|window)|maximum context|too many tokens|exceeds? the "
-                      r"(model's )?(max|context)", re.IGNORECASE)
+_CONTEXT = re.compile(r"context[ _](length|window|size)|maximum context|maximum model length|"
+                      r"too many tokens|exceeds? the (model's )?(max|context)", re.IGNORECASE)
 
 
 def _error_message(body: str) -> str:

@@ -101,46 +101,55 @@ def _open(db_path: Path | str, max_bytes: int) -> sqlite3.Connection:
         conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(max_bytes, 1 << 20))
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, MAX_PATTERN_LENGTH)
+    limit = max(max_bytes, 1 << 20)
+
+    def checked_printf(fmt: Any = None, *args: Any) -> Any:
+        return _checked_printf(limit, fmt, *args)
+
     for name in ("printf", "format"):
-        conn.create_function(name, -1, _checked_printf, deterministic=True)
+        conn.create_function(name, -1, checked_printf, deterministic=True)
     conn.set_authorizer(read_only_authorizer)
     return conn
 
 
 # %[flags][width][.precision][length]type, width and precision a number or *
 _SPEC = re.compile(r"%([-+ 0#!,]*)(\*|\d+)?(?:\.(\*|\d+))?(ll|l)?(.)?", re.DOTALL)
+_NO_ARGUMENT = {"%", "n", None}  # conversions that consume no argument (None: % at the end)
 _formatter = threading.local()
 
 
-def _checked_printf(fmt: Any = None, *args: Any) -> Any:
-    """SQLite's own printf, on a private in-memory connection, once no width or
-    precision (literal or ``*`` argument) exceeds ``MAX_FORMAT_WIDTH``; NULL otherwise."""
-    if isinstance(fmt, str):
-        queue = list(args)
-        for match in _SPEC.finditer(fmt):
-            if match.group(5) == "%" and not any(match.group(i) for i in (1, 2, 3, 4)):
-                continue  # %%
-            for part in (match.group(2), match.group(3)):
-                if part == "*":
-                    value = queue.pop(0) if queue else 0
-                    try:
-                        size = abs(int(value))
-                    except (TypeError, ValueError, OverflowError):
-                        size = 0
-                elif part:
-                    size = int(part)
-                else:
-                    continue
-                if size > MAX_FORMAT_WIDTH:
-                    return None
-            if match.group(5) not in (None, "%"):
-                queue[:1] = []  # the converted value
+def _checked_printf(limit: int, fmt: Any = None, *args: Any) -> Any:
+    """SQLite's own printf, on a private in-memory connection (value-length limit
+    ``limit``), once no width or precision exceeds ``MAX_FORMAT_WIDTH``; NULL otherwise.
+    The format and every ``*`` argument are read as SQLite reads them (a blob format as
+    text, ``'2000000000x'`` as 2000000000), so no spelling gets past the check."""
     conn = getattr(_formatter, "conn", None)
     if conn is None:
         conn = _formatter.conn = sqlite3.connect(":memory:", check_same_thread=False)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1 << 20)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
+    if fmt is not None:
+        fmt = conn.execute("SELECT CAST(? AS TEXT)", (fmt,)).fetchone()[0]
+        queue = list(args)
+        for match in _SPEC.finditer(fmt):
+            for part in (match.group(2), match.group(3)):
+                if part == "*":
+                    if not _within_width(conn, queue.pop(0) if queue else 0):
+                        return None
+                elif part and int(part) > MAX_FORMAT_WIDTH:
+                    return None
+            if match.group(5) not in _NO_ARGUMENT:
+                queue[:1] = []  # the converted value
     marks = ", ".join("?" * (len(args) + 1))
     return conn.execute(f"SELECT printf({marks})", (fmt, *args)).fetchone()[0]
+
+
+def _within_width(conn: sqlite3.Connection, value: Any) -> bool:
+    """A ``*`` width or precision, as SQLite's printf converts it, is within bounds."""
+    try:
+        size = conn.execute("SELECT CAST(? AS INTEGER)", (value,)).fetchone()[0]
+    except (sqlite3.Error, OverflowError):
+        return False
+    return size is None or abs(size) <= MAX_FORMAT_WIDTH
 
 
 def _execute(conn: sqlite3.Connection, sql: str, db_path: Path | str, max_rows: int,

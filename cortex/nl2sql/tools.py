@@ -50,6 +50,7 @@ class DatabaseAccess:
 
 
 _access = DatabaseAccess()
+DB_SUFFIXES = (".sqlite", ".sqlite3", ".db")  # what a db_dirs path may name
 
 
 def set_database_access(access: DatabaseAccess) -> DatabaseAccess:
@@ -96,10 +97,10 @@ def _allowed_path(path: Path, access: DatabaseAccess) -> Path | None:
     for candidate in candidates:
         try:
             real = candidate.resolve()
-        except (OSError, RuntimeError):  # a symlink loop
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
             continue
-        if real in known or (any(real.is_relative_to(d.resolve()) for d in access.dirs)
-                             and real.is_file()):
+        if real in known or (real.suffix.lower() in DB_SUFFIXES and real.is_file()
+                             and any(real.is_relative_to(d.resolve()) for d in access.dirs)):
             return real
     return None
 

@@ -89,17 +89,6 @@ class CompiledWorkflow:
         return [s.name for s in self.stages.values() if s.is_llm]
 
 
-def template_vars(value: Any) -> list[str]:
-    """Every ``{{ var }}`` referenced anywhere inside a (nested) template value."""
-    if isinstance(value, str):
-        return TEMPLATE_VAR.findall(value)
-    if isinstance(value, dict):
-        return [v for item in value.values() for v in template_vars(item)]
-    if isinstance(value, (list, tuple)):
-        return [v for item in value for v in template_vars(item)]
-    return []
-
-
 def template_problem(text: str) -> str | None:
     """Why ``text`` is not a well-formed template, or None.
 

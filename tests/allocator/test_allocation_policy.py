@@ -34,6 +34,8 @@ def test_registry_names_and_bad_options():
     ("confirm_steps", 1.5, "confirm_steps must be an integer"),
     ("max_moves_per_step", True, "max_moves_per_step must be an integer"),
     ("lend_below", "0.1", "lend_below must be a finite number"),
+    ("lend_last_engine", "false", "lend_last_engine must be true or false"),  # "false" is truthy
+    ("saturation_moves", 1, "saturation_moves must be true or false"),
 ])
 def test_pressure_options_must_be_finite_numbers(option, value, want):
     with pytest.raises(ValueError, match=want):

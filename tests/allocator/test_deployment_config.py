@@ -65,6 +65,8 @@ OPENAI = [{"backend": "openai", "urls": ["http://127.0.0.1:1"], "model": "m"}]
     ({"options": [1]}, None, "cortex-malleable", "allocator.options", "must be a mapping"),
     ({"interval_s": 0}, None, "cortex-malleable", "allocator.interval_s", "positive"),
     ({"interval_s": True}, None, "cortex-malleable", "allocator.interval_s", "positive"),
+    ({"interval_s": float("inf")}, None, "cortex-malleable", "allocator.interval_s",
+     "positive"),
     ({"load_alpha": 2}, None, "cortex-malleable", "allocator.load_alpha", "(0, 1]"),
     ({"cold_window_s": -1}, None, "cortex-malleable", "allocator.cold_window_s", ">= 0"),
     ({"workflow_demand": "yes"}, None, "cortex-malleable", "allocator.workflow_demand",

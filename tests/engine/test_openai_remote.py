@@ -222,3 +222,16 @@ async def test_a_real_servers_context_refusal_is_a_request_error(
         await remote.generate(long)
     assert info.value.n_ctx == 2048 and info.value.num_tokens > 2048, str(info.value)
     assert await remote.probe() and remote.stats().num_failures == 0
+
+
+@pytest.mark.parametrize("body", [
+    ('{"error": {"message": "the request exceeds the available context size, try increasing '
+    'it", "type": "exceed_context_size_error"}}'),
+    ('{"message": "This model\'s maximum context length is 2048 tokens. However, you requested '
+    '5031 tokens."}'),
+    "Requested tokens (5031) exceed context window of 2048",
+    '{"message": "Input prompt (5031 tokens) is longer than the maximum model length of 2048"}'])
+def test_context_refusals_in_the_wordings_servers_use(body: str) -> None:
+    from cortex.engine.openai_remote import request_error
+
+    assert isinstance(request_error("engine r0", body), ContextLengthExceeded)

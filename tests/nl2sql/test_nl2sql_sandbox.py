@@ -164,7 +164,12 @@ def test_byte_cap_truncates(sales_copy: Path) -> None:
 
 @pytest.mark.parametrize("sql", ["SELECT printf('%.*c', 2000000000, 'x')",
                                  "SELECT format('%.2000000000c', 'x')",
-                                 "SELECT printf('%!*.*c', 5, 2147483647, 'x')"])
+                                 "SELECT printf('%!*.*c', 5, 2147483647, 'x')",
+                                 # spelled as SQLite reads them: a number in text, a blob
+                                 # format, %n (takes no argument) before the *
+                                 "SELECT printf('%.*c', '2000000000x', 'x')",
+                                 "SELECT printf(CAST('%.*c' AS BLOB), 2000000000, 'x')",
+                                 "SELECT printf('%n%.*c', 2000000000, 'x')"])
 def test_one_printf_call_cannot_outrun_the_time_limit(sales_copy: Path, sql: str) -> None:
     # The progress handler never runs inside one function call: SQLite's own %c with a
     # precision of 2e9 looped for ~13 s under a 2 s limit. Over MAX_FORMAT_WIDTH: NULL,
@@ -181,6 +186,11 @@ def test_printf_and_format_keep_sqlite_semantics(sales_copy: Path) -> None:
     result = run_query(sales_copy, sql)
     assert result.ok and result.rows == [(" 3.14|ab|7%|z   |1,234,567|xxx|  42", "it''s",
                                           None, "")]
+
+
+def test_printf_results_follow_the_callers_length_limit(sales_copy: Path) -> None:
+    sql = "SELECT length(printf('%s', hex(zeroblob(550000))))"  # 1.1 MB of text
+    assert run_query(sales_copy, sql, max_bytes=4 << 20).rows == [(1_100_000,)]
 
 
 def test_long_like_patterns_are_refused(sales_copy: Path) -> None:

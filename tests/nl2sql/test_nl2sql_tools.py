@@ -109,8 +109,11 @@ def test_a_client_cannot_open_a_file_outside_the_allowed_databases(tmp_path: Pat
                                                   dirs=(allowed,)))
     try:
         messages = set()
+        (allowed / "creds.txt").write_text("not a database")
         for db in (str(secret), str(tmp_path / "missing.sqlite"), "../secret.sqlite",
-                   str(allowed / "escape.sqlite"), "~/secret.sqlite", "/etc/passwd"):
+                   str(allowed / "escape.sqlite"), "~/secret.sqlite", "/etc/passwd",
+                   "creds.txt", str(allowed / "creds.txt"), "ok.sqlite\x00.txt",
+                   str(allowed / "gone.sqlite")):
             out = call("sql.execute", db=db, sql="SELECT * FROM secrets")
             assert out.outcome == "error", db
             messages.add(out.message.replace(repr(db), "DB"))
