@@ -31,7 +31,6 @@ Errors name the field and say what to do.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ import yaml
 
 from cortex.allocator import ALLOCATION_POLICIES, AllocatorConfig, is_malleable
 from cortex.allocator.policy import PolicyOptionError, build_policy
+from cortex.checks import is_int, is_number
 from cortex.engine.base import BaseEngine
 from cortex.orchestrator.orchestrator import DEFAULT_TIMEOUT_FACTOR
 from cortex.pool.placement import PLACEMENTS  # cortex-malleable is registered by the import above
@@ -197,7 +197,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
     cfg.databases, cfg.db_dirs = _databases(data, source, base_dir)
     if "slo_ms" in data:
         slo = data["slo_ms"]
-        if not _is_number(slo) or slo <= 0:
+        if not is_number(slo) or slo <= 0:
             raise ConfigError(source, "slo_ms", f"must be a positive number, got {slo!r}")
         cfg.slo_s = slo / 1000.0
     for key in ("max_queue", "tool_threads"):
@@ -206,7 +206,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
     if "load_bound" in data:  # 0: always the engine with the longest cached prefix
         cfg.load_bound = _positive_int(data["load_bound"], source, "load_bound", minimum=0)
     late = data.get("late_last")
-    if late is not None and (not _is_number(late) or late < 0):
+    if late is not None and (not is_number(late) or late < 0):
         raise ConfigError(source, "late_last", "must be a number >= 0 (times a call's "
                           f"expected service it may be late and still count), got {late!r}")
     tipped = data.get("late_last_when_tipped", False)
@@ -218,7 +218,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
     if late is not None:
         cfg.late = LateOrder(float(late), tipped)
     factor = data.get("run_timeout_factor", DEFAULT_TIMEOUT_FACTOR)
-    if not _is_number(factor) or factor < 1:
+    if not is_number(factor) or factor < 1:
         raise ConfigError(source, "run_timeout_factor", "must be a number >= 1 (a run times "
                           f"out once this many times its SLO has passed), got {factor!r}")
     cfg.run_timeout_factor = float(factor)
@@ -228,21 +228,10 @@ def parse_config(data: dict[str, Any], source: str = "<config>",
     return cfg
 
 
-def _is_number(value: Any) -> bool:
-    """A finite int or float from YAML (``true`` / ``false``, ``.inf`` and ``.nan`` are
-    not numbers here)."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _positive_int(value: Any, source: str, path: str, minimum: int = 1) -> int:
     """``value`` as an integer >= ``minimum``; a float, a string or a YAML bool is an
     error (``int(0.5)`` would silently make a bound of 0)."""
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ConfigError(source, path, f"must be an integer >= {minimum}, got {value!r}")
     return value
 
@@ -363,13 +352,13 @@ def _server(raw: Any, source: str) -> ServerConfig:
     if not isinstance(host, str) or not host:
         raise ConfigError(source, "server.host", f"must be a host name or address, got {host!r}")
     port = options.get("port", defaults.port)
-    if not _is_int(port) or not 0 <= port <= 65535:
+    if not is_int(port) or not 0 <= port <= 65535:
         raise ConfigError(source, "server.port", f"must be an integer in 0..65535 (0: any "
                           f"free port), got {port!r}")
     if "max_body_bytes" in options:
         _positive_int(options["max_body_bytes"], source, "server.max_body_bytes")
     grace = options.get("grace_s", defaults.grace_s)
-    if not _is_number(grace) or grace < 0:
+    if not is_number(grace) or grace < 0:
         raise ConfigError(source, "server.grace_s", f"must be a number of seconds >= 0, "
                           f"got {grace!r}")
     for key in ("api_key", "api_key_env"):
@@ -420,7 +409,7 @@ def _allocator(raw: Any, cfg: CortexConfig) -> AllocatorSection:
         if key not in raw:
             continue
         value = raw[key]
-        ok = _is_number(value) and (value > minimum if strict else value >= minimum)
+        ok = is_number(value) and (value > minimum if strict else value >= minimum)
         if key == "load_alpha" and ok:
             ok = value <= 1
         if not ok:

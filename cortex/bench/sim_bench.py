@@ -1,7 +1,6 @@
 """`cortex bench --engine sim`: replay one NL2SQL trace under each policy on simulated engines."""
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +11,7 @@ from cortex.allocator.report import allocation_summary
 from cortex.allocator.scaling import SimEngineProvider
 from cortex.allocator.timeline import slo_series
 from cortex.bench.metrics import OracleCache, summarize
+from cortex.checks import is_int, is_number
 from cortex.controller import Controller
 from cortex.engine.sim import SimEngine, SimEngineConfig
 from cortex.nl2sql.workflow import load_agent
@@ -52,38 +52,29 @@ class SimBenchConfig:
         a nan rate used to hang the simulator)."""
         if not self.policies or not self.rates:
             raise ValueError("need at least one policy and one rate")
-        if not all(_finite(r) and r > 0 for r in self.rates):
+        if not all(is_number(r) and r > 0 for r in self.rates):
             raise ValueError(f"rates must be finite numbers > 0, got {self.rates}")
-        if not (_finite(self.timeout_factor) and self.timeout_factor >= 1):
+        if not (is_number(self.timeout_factor) and self.timeout_factor >= 1):
             raise ValueError("--run-timeout-factor must be >= 1 (a run would time out "
                              f"before its SLO) and finite, got {self.timeout_factor!r}")
-        if self.slo_s is not None and not (_finite(self.slo_s) and self.slo_s > 0):
+        if self.slo_s is not None and not (is_number(self.slo_s) and self.slo_s > 0):
             raise ValueError(f"--slo must be a finite number > 0, got {self.slo_s!r}")
-        if not (_whole(self.num_requests, 1) and _whole(self.num_engines, 1)):
+        if not (is_int(self.num_requests, 1) and is_int(self.num_engines, 1)):
             raise ValueError("--requests and --engines must be >= 1")
         for flag, value, low in (("--max-queue", self.max_queue, 1),
                                  ("--load-bound", self.load_bound, 0),
                                  ("retry_budget", self.retry_budget, 0)):
-            if not _whole(value, low):
+            if not is_int(value, low):
                 raise ValueError(f"{flag} must be an integer >= {low}, got {value!r}")
-        if self.max_engines is not None and not _whole(self.max_engines, self.num_engines):
+        if self.max_engines is not None and not is_int(self.max_engines, self.num_engines):
             raise ValueError(f"--max-engines ({self.max_engines!r}) must be an integer >= "
                              f"--engines ({self.num_engines})")
-        if not (_finite(self.engine_startup_s) and self.engine_startup_s >= 0):
+        if not (is_number(self.engine_startup_s) and self.engine_startup_s >= 0):
             raise ValueError(f"engine_startup_s must be a finite number >= 0, "
                              f"got {self.engine_startup_s!r}")
-        if not (_finite(self.timeline_bin_s) and self.timeline_bin_s > 0):
+        if not (is_number(self.timeline_bin_s) and self.timeline_bin_s > 0):
             raise ValueError(f"timeline_bin_s must be a finite number > 0, "
                              f"got {self.timeline_bin_s!r}")
-
-
-def _finite(value: object) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
-def _whole(value: object, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def slo_of(cfg: SimBenchConfig) -> float:

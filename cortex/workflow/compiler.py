@@ -5,7 +5,6 @@ Both front ends produce the same plain-dict spec, so they compile to the same
 """
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from cortex.checks import is_int, is_number
 from cortex.core import SamplingParams, StageKind
 from cortex.workflow.errors import WorkflowError
 from cortex.workflow.graph import (
@@ -73,15 +73,6 @@ def _registry_has_tool(name: str) -> bool:
     return name in TOOLS
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
 class _Compiler:
     def __init__(self, source: str, tool_exists: Callable[[str], bool]) -> None:
         self.source = source
@@ -118,7 +109,7 @@ class _Compiler:
         self._check_templates(stages, inputs, entry)
         output = self._output(spec.get("output"), stages, entry, names)
         slo = spec.get("slo_ms")
-        if slo is not None and (not _is_number(slo) or slo <= 0):
+        if slo is not None and (not is_number(slo) or slo <= 0):
             raise self.fail("slo_ms", f"must be a positive number of milliseconds, got {slo!r}")
         return CompiledWorkflow(
             name=name, inputs=inputs, stages=stages, entry=entry, output=output,
@@ -188,12 +179,12 @@ class _Compiler:
         if not isinstance(args, dict):
             raise self.fail(f"{path}.args", "must be a mapping of argument templates", name)
         fanout, join = raw.get("fanout", 1), raw.get("join", JOIN_FIRST_OK)
-        if not _is_int(fanout) or fanout < 1:
+        if not is_int(fanout) or fanout < 1:
             raise self.fail(f"{path}.fanout", f"must be an integer >= 1, got {fanout!r}", name)
         if join not in (JOIN_FIRST_OK, JOIN_ALL):
             raise self.fail(f"{path}.join", f"must be '{JOIN_FIRST_OK}' or '{JOIN_ALL}'", name)
         prior = raw.get("expected_service_ms")
-        if prior is not None and (not _is_number(prior) or prior <= 0):
+        if prior is not None and (not is_number(prior) or prior <= 0):
             raise self.fail(f"{path}.expected_service_ms", "must be a positive number", name)
         output_as = raw.get("output_as")
         if output_as is not None and (not isinstance(output_as, str) or not output_as.isidentifier()):
@@ -230,19 +221,19 @@ class _Compiler:
         kwargs: dict[str, Any] = {}
         if "max_tokens" in raw:
             value = raw["max_tokens"]
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise self.fail(f"{path}.max_tokens", f"must be an integer >= 1, got {value!r}",
                                 stage)
             kwargs["max_tokens"] = value
         if "temperature" in raw:
             value = raw["temperature"]
-            if not _is_number(value) or not 0 <= value <= 2:
+            if not is_number(value) or not 0 <= value <= 2:
                 raise self.fail(f"{path}.temperature",
                                 f"must be a number from 0 to 2, got {value!r}", stage)
             kwargs["temperature"] = float(value)
         if "top_p" in raw:
             value = raw["top_p"]
-            if not _is_number(value) or not 0 < value <= 1:
+            if not is_number(value) or not 0 < value <= 1:
                 raise self.fail(f"{path}.top_p",
                                 f"must be a number above 0 and at most 1, got {value!r}", stage)
             kwargs["top_p"] = float(value)
@@ -255,7 +246,7 @@ class _Compiler:
             kwargs["stop"] = tuple(stops)
         if raw.get("seed") is not None:
             value = raw["seed"]
-            if not _is_int(value) or value < 0:
+            if not is_int(value) or value < 0:
                 raise self.fail(f"{path}.seed", f"must be an integer >= 0 or null, got {value!r}",
                                 stage)
             kwargs["seed"] = value
@@ -287,7 +278,7 @@ class _Compiler:
                 isinstance(w, str) and w for w in when)):
             raise self.fail(f"{path}.when", "must be an outcome label or a list of labels", stage)
         budget = raw.get("max_traversals")
-        if budget is not None and (not _is_int(budget) or budget < 0):
+        if budget is not None and (not is_int(budget) or budget < 0):
             raise self.fail(f"{path}.max_traversals", f"must be an integer >= 0, got {budget!r}",
                             stage)
         return Edge(stage, target, None if when is None else frozenset(when), budget)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cortex.checks import is_int, is_number
 from cortex.core import OK, EngineRequest, ToolResult
 
 FAIL_LABELS = ("error", "empty", "suspicious")
@@ -56,21 +57,21 @@ class NL2SQLWorkloadConfig:
         clock or a schema size)."""
         for name, low in (("num_dbs", 1), ("schema_tokens", 1), ("question_tokens", 0),
                           ("fix_extra_tokens", 0)):
-            if not _whole(getattr(self, name), low):
+            if not is_int(getattr(self, name), low):
                 raise ValueError(f"{name} must be an integer >= {low}, "
                                  f"got {getattr(self, name)!r}")
-        if self.catalog_seed is not None and not _whole(self.catalog_seed, None):
+        if self.catalog_seed is not None and not is_int(self.catalog_seed, None):
             raise ValueError(f"catalog_seed must be an integer, got {self.catalog_seed!r}")
-        if not (_finite(self.schema_spread) and 0.0 <= self.schema_spread < 1.0):
+        if not (is_number(self.schema_spread) and 0.0 <= self.schema_spread < 1.0):
             raise ValueError(f"schema_spread must be in [0, 1), got {self.schema_spread!r}")
         for name in ("p_first_fail", "p_fix_fail"):
-            if not (_finite(getattr(self, name)) and 0.0 <= getattr(self, name) <= 1.0):
+            if not (is_number(getattr(self, name)) and 0.0 <= getattr(self, name) <= 1.0):
                 raise ValueError(f"{name} must be in [0, 1]")
         for name, low in (("system_tokens", 0), ("output_tokens", 1), ("tool_latency_s", 0)):
             table = getattr(self, name)
             bad = ([f"{k}: {v!r}" for k, v in table.items()
-                    if not (_finite(v) and v >= low and (name == "tool_latency_s"
-                                                         or _whole(v, low)))]
+                    if not (is_number(v) and v >= low and (name == "tool_latency_s"
+                                                         or is_int(v, low)))]
                    if isinstance(table, dict) else [repr(table)])
             if bad:
                 kind = "a finite number" if name == "tool_latency_s" else "an integer"
@@ -112,16 +113,6 @@ class NL2SQLWorkloadConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _finite(value: object) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
-def _whole(value: object, low: int | None) -> bool:
-    return (isinstance(value, int) and not isinstance(value, bool)
-            and (low is None or value >= low))
 
 
 @dataclass(slots=True)
