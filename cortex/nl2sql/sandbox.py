@@ -21,6 +21,7 @@ small model can fix its query; nothing raises.
 """
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 import threading
@@ -108,8 +109,66 @@ def _open(db_path: Path | str, max_bytes: int) -> sqlite3.Connection:
 
     for name in ("printf", "format"):
         conn.create_function(name, -1, checked_printf, deterministic=True)
+    conn.create_function("instr", 2, _instr, deterministic=True)
+    conn.create_function("replace", 3, lambda x, y, z: _replace(limit, x, y, z),
+                         deterministic=True)
+    for name, left, right in (("trim", True, True), ("ltrim", True, False),
+                              ("rtrim", False, True)):
+        for num_args in (1, 2):
+            conn.create_function(name, num_args, functools.partial(_trim, left, right),
+                                 deterministic=True)
     conn.set_authorizer(read_only_authorizer)
     return conn
+
+
+# SQLite's instr, replace and trim compare naively, O(len(x) x len(y)): on values near
+# the length limit one call ran seconds past the time limit (which is only checked
+# between VM steps). These are SQLite's semantics on Python's linear-time search.
+def _side(limit: int = 1 << 20) -> sqlite3.Connection:
+    """This thread's private in-memory connection (SQLite's own conversions)."""
+    conn = getattr(_formatter, "conn", None)
+    if conn is None:
+        conn = _formatter.conn = sqlite3.connect(":memory:", check_same_thread=False)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
+    return conn
+
+
+def _as_text(value: Any) -> Any:
+    """``value`` as SQLite's text conversion makes it (NULL stays NULL)."""
+    if value is None or isinstance(value, str):
+        return value
+    return _side().execute("SELECT CAST(? AS TEXT)", (value,)).fetchone()[0]
+
+
+def _instr(haystack: Any, needle: Any) -> int | None:
+    if haystack is None or needle is None:
+        return None
+    if isinstance(haystack, bytes) and isinstance(needle, bytes):
+        return haystack.find(needle) + 1  # both blobs: bytes
+    return _as_text(haystack).find(_as_text(needle)) + 1
+
+
+def _replace(limit: int, text: Any, old: Any, new: Any) -> str | None:
+    if text is None or old is None or new is None:
+        return None
+    text, old, new = _as_text(text), _as_text(old), _as_text(new)
+    if not old:
+        return text
+    if len(text) + text.count(old) * (len(new) - len(old)) > limit:
+        return None  # over the length limit (SQLite: "string or blob too big")
+    return text.replace(old, new)
+
+
+def _trim(left: bool, right: bool, text: Any, chars: Any = " ") -> str | None:
+    if text is None or chars is None:
+        return None
+    text, drop = _as_text(text), set(_as_text(chars))
+    start, end = 0, len(text)
+    while left and start < end and text[start] in drop:
+        start += 1
+    while right and end > start and text[end - 1] in drop:
+        end -= 1
+    return text[start:end]
 
 
 # %[flags][width][.precision][length]type, width and precision a number or *
@@ -123,10 +182,7 @@ def _checked_printf(limit: int, fmt: Any = None, *args: Any) -> Any:
     ``limit``), once no width or precision exceeds ``MAX_FORMAT_WIDTH``; NULL otherwise.
     The format and every ``*`` argument are read as SQLite reads them (a blob format as
     text, ``'2000000000x'`` as 2000000000), so no spelling gets past the check."""
-    conn = getattr(_formatter, "conn", None)
-    if conn is None:
-        conn = _formatter.conn = sqlite3.connect(":memory:", check_same_thread=False)
-    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
+    conn = _side(limit)
     if fmt is not None:
         fmt = conn.execute("SELECT CAST(? AS TEXT)", (fmt,)).fetchone()[0]
         queue = list(args)
