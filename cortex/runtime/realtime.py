@@ -149,8 +149,14 @@ class RealtimeRuntime:
             log.warning("engine %s failed call %s: %s", engine_id, call.call_id, exc)
             self._tasks.pop(call.call_id, None)
             self._start_probe(engine_id)
-            self._execute(self.controller.fail_call(call, str(exc) or type(exc).__name__,
-                                                    self.clock()))
+            why, retries = str(exc) or type(exc).__name__, call.num_retries
+            actions = self.controller.fail_call(call, why, self.clock())
+            # the event before the retry's call_started: call_retried when the call went
+            # back to its pool's queue, else call_finished with the error the run got
+            retried = call.num_retries > retries
+            self._emit("call_retried" if retried else "call_finished", call,
+                       CallResult(ERROR, {}, engine_id=engine_id, error=why), engine=engine_id)
+            self._execute(actions)
             return
         self._tasks.pop(call.call_id, None)
         result = llm_result(call.stage, completion)
@@ -213,12 +219,12 @@ class RealtimeRuntime:
 
     # ---- events ----------------------------------------------------------------
     def _emit(self, kind: str, call: StageCall, result: CallResult | None = None,
-              error_code: str | None = None) -> None:
+              error_code: str | None = None, engine: str | None = None) -> None:
         if not self.listeners:
             return
         event: dict[str, Any] = {"type": kind, "run_id": call.run_id, "call_id": call.call_id,
                                  "stage": call.stage.name, "pool": call.pool,
-                                 "engine": call.engine_id, "t": self.clock()}
+                                 "engine": engine or call.engine_id, "t": self.clock()}
         if result is not None:
             u = result.usage
             event.update(outcome=result.outcome, service_s=u.service_s,

@@ -4,7 +4,8 @@ The service feeds every runtime event into ``RunEvents``; each run keeps its
 log (replayed to late subscribers) until the service forgets the run. A log
 ends with the ``run_finished`` event, which carries the run's final state.
 
-Event kinds, in order for each stage call: ``call_queued``, ``call_started``,
+Event kinds, in order for each stage call: ``call_queued``, ``call_started`` (and
+``call_retried`` + another ``call_started`` when an engine failed it),
 then ``call_finished`` (engine, timings, prompt/cached/output tokens) or
 ``call_cancelled`` (a call cancelled while still queued has no ``call_started``).
 ``t`` is seconds since the run was admitted.

@@ -40,6 +40,7 @@ class RuntimeObserver:
             "call_started": self._call_started,
             "call_finished": self._call_finished,
             "call_cancelled": self._call_cancelled,
+            "call_retried": self._call_retried,
             "run_finished": self._run_finished,
         }
 
@@ -77,6 +78,10 @@ class RuntimeObserver:
         self.stats.add_call(CallSample(
             event["t"], event["pool"], event["engine"], wait or 0.0, event["service_s"] or 0.0,
             event["prompt_tokens"] or 0, event["cached_prompt_tokens"] or 0))
+        self.events.add(run.run_id, _public(event, run))
+
+    def _call_retried(self, event: dict[str, Any], run: Run) -> None:
+        """The engine failed the call; it is back in its pool's queue for another."""
         self.events.add(run.run_id, _public(event, run))
 
     def _call_cancelled(self, event: dict[str, Any], run: Run) -> None:

@@ -3,6 +3,8 @@ endpoints answer 400 with a reason (OpenAI's `context_length_exceeded` for a pro
 that does not fit), not 502; real engine and server failures stay 502."""
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -171,3 +173,29 @@ def test_llamacpp_reports_a_prompt_that_does_not_fit_as_the_request_s_fault() ->
     with pytest.raises(EngineRequestError, match="the prompt is empty"):
         engine._check_fits(0)
     engine._check_fits(63)
+
+
+def test_an_engine_failure_is_in_the_event_stream(server: CortexServer) -> None:
+    # Each engine of the pool crashes on this prompt: the call is retried once on another
+    # engine (call_retried names the engine that failed), then fails (call_finished with
+    # the error), so no call is left "started" in the events.
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        run = http.post("/v1/runs", json={"workflow": "chain", "wait": True,
+                                          "inputs": {"question": "CRASH"}}).json()
+        with http.stream("GET", f"/v1/runs/{run['run_id']}/events") as stream:
+            events = [json.loads(line[5:]) for line in stream.iter_lines()
+                      if line.startswith("data:")]
+    assert run["status"] == "failed" and "backend crashed" in run["reason"]
+    calls = [(e["type"], e.get("engine")) for e in events if e["type"].startswith("call_")]
+    kinds = [k for k, _ in calls]
+    assert kinds == ["call_queued", "call_started", "call_retried", "call_started",
+                     "call_finished"], kinds
+    first, second = calls[1][1], calls[3][1]
+    assert calls[2][1] == first and calls[4][1] == second and first != second
+    finished = events[kinds.index("call_finished") + 1]
+    assert finished["outcome"] == "error" and "backend crashed" in finished["error"]
+    for _ in range(200):  # the probes bring both engines back
+        if _all_healthy(server):
+            break
+        time.sleep(0.02)
+    assert _all_healthy(server)
