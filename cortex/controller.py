@@ -224,8 +224,8 @@ class Controller:
             return None
         reason = (f"admission control: pool {pool.name!r} queue is full "
                   f"({pool.max_queue} calls) at stage {call.stage.name!r}")
-        self.orchestrator.runs[call.run_id].inflight.pop(call.call_id, None)
-        return self.orchestrator.finish(call.run_id, RunStatus.REJECTED, reason, now)
+        call.pool = pool.name  # for its trace entry: the pool that refused it
+        return self.orchestrator.reject(call, reason, now)
 
     def _cancel(self, call: StageCall) -> list[Action]:
         pool = self.pools.get(call.pool)

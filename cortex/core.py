@@ -115,6 +115,9 @@ class CallResult:
     error: str = ""
 
 
+STOPPED_OUTCOMES = frozenset({"cancelled", "rejected"})
+
+
 @dataclass(slots=True)
 class TraceEntry:
     """One stage call of a run, kept in the run's trace."""
@@ -130,6 +133,12 @@ class TraceEntry:
     finished_at: float
     usage: Usage
     error: str = ""
+
+    @property
+    def ran(self) -> bool:
+        """The call finished on its engine or tool: not stopped first (trace outcome
+        ``cancelled``) nor refused by a full queue (``rejected``)."""
+        return self.outcome not in STOPPED_OUTCOMES
 
     @property
     def queue_wait_s(self) -> float:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from cortex.core import RunStatus
-from cortex.orchestrator.orchestrator import CANCELLED
 from cortex.orchestrator.run import Run
 
 SCORE_MAX_ROWS = 100_000
@@ -86,7 +85,7 @@ def score_run(run: Run, question: Any) -> dict[str, Any]:
         "question": question.question, "gold_sql": question.gold_sql, "pred_sql": pred_sql,
         "status": run.status.value, "reason": run.reason, "correct": correct,
         "first_try_ok": bool(verify) and verify[0].outcome == "ok",
-        "num_fixes": sum(1 for t in run.trace if t.stage == "fix" and t.outcome != CANCELLED),
+        "num_fixes": sum(1 for t in run.trace if t.stage == "fix" and t.ran),
         "latency_s": run.latency_s,
     }
 

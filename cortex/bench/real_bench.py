@@ -17,7 +17,7 @@ from cortex.allocator import is_malleable
 from cortex.allocator.report import allocation_summary
 from cortex.bench.metrics import OracleCache, summarize
 from cortex.config import parse_config
-from cortex.orchestrator.orchestrator import CANCELLED, DEFAULT_TIMEOUT_FACTOR
+from cortex.orchestrator.orchestrator import DEFAULT_TIMEOUT_FACTOR
 from cortex.orchestrator.run import Run
 from cortex.runtime.build import build_runtime
 
@@ -116,7 +116,7 @@ def workload_profile(runs: list[Run]) -> dict[str, Any]:
     first, first_bad, fixes, fixes_bad = 0, 0, 0, 0
     for run in runs:
         for entry in run.trace:
-            if entry.outcome == CANCELLED:  # stopped before it finished: no measurement
+            if not entry.ran:  # stopped or refused before it finished: no measurement
                 continue
             if entry.usage.prompt_tokens:
                 prompt.setdefault(entry.stage, []).append(entry.usage.prompt_tokens)

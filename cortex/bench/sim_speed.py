@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from cortex.bench.sim_bench import SimBenchConfig, run_policy
-from cortex.orchestrator.orchestrator import CANCELLED
 
 
 def measure(policy: str, num_requests: int, rate: float, engines: int) -> dict[str, float]:
@@ -20,7 +19,7 @@ def measure(policy: str, num_requests: int, rate: float, engines: int) -> dict[s
     started = time.perf_counter()
     row, sim = run_policy(cfg, policy, rate)
     wall = time.perf_counter() - started
-    calls = sum(1 for r in sim.finished for t in r.trace if t.outcome != CANCELLED)
+    calls = sum(1 for r in sim.finished for t in r.trace if t.ran)
     return {"policy": policy, "runs": num_requests, "stage_calls": calls,
             "events": sim.num_events, "wall_s": round(wall, 3),
             "stage_calls_per_min": round(calls / wall * 60),

@@ -30,6 +30,7 @@ def _empty() -> Step:
 
 DEFAULT_TIMEOUT_FACTOR = 5.0  # a run times out once this many times its SLO has passed
 CANCELLED = "cancelled"  # trace outcome of a call stopped before it finished
+REJECTED = "rejected"    # trace outcome of a call a full queue refused
 
 
 class Orchestrator:
@@ -114,6 +115,16 @@ class Orchestrator:
         self._terminate(run, status, reason, now)
         return Step([], cancelled, [run])
 
+    def reject(self, call: StageCall, reason: str, now: float) -> Step:
+        """A pool refused ``call`` (its queue is full): the call stays in the trace,
+        outcome ``rejected``, and its run ends ``REJECTED`` with ``reason``."""
+        run = self.runs.get(call.run_id)
+        if run is None or run.status.is_terminal:
+            return _empty()
+        run.inflight.pop(call.call_id, None)
+        self._record_cancelled(run, [call], now, REJECTED)
+        return self.finish(call.run_id, RunStatus.REJECTED, reason, now)
+
     def expire(self, now: float) -> Step:
         """Time out every run whose timeout has passed."""
         out = _empty()
@@ -145,14 +156,16 @@ class Orchestrator:
         self.estimator.observe(run.workflow, call.stage.name, service, result.outcome)
 
     @staticmethod
-    def _record_cancelled(run: Run, calls: list[StageCall], now: float) -> None:
-        """Keep calls stopped before they finished in the trace, outcome ``cancelled``:
-        engine and service time so far if started, else the queue wait until now."""
+    def _record_cancelled(run: Run, calls: list[StageCall], now: float,
+                          outcome: str = CANCELLED) -> None:
+        """Keep calls stopped before they finished in the trace, outcome ``cancelled``
+        (or ``rejected``): engine and service time so far if started, else the queue
+        wait until now."""
         for call in calls:
             started = call.started_at if call.started_at is not None else now
             run.trace.append(TraceEntry(
                 call.call_id, call.stage.name, call.attempt, call.engine_id, call.pool,
-                CANCELLED, call.queued_at, started, now, Usage(service_s=max(0.0, now - started))))
+                outcome, call.queued_at, started, now, Usage(service_s=max(0.0, now - started))))
 
     def _join(self, run: Run, stage: Stage, fan: FanoutState, call: StageCall,
               result: CallResult, now: float) -> Step:
@@ -225,7 +238,7 @@ class Orchestrator:
         run.status, run.reason, run.finished_at = status, reason, now
         # the workflow's output stage; none declared (several stages can end a run): the
         # stage that finished last, i.e. the one the run ended at when it succeeded
-        ran = [t.stage for t in run.trace if t.outcome != CANCELLED]
+        ran = [t.stage for t in run.trace if t.ran]
         out = run.workflow.output or (ran[-1] if ran else None)
         run.output = run.context.get(out) if out else None
 

@@ -7,7 +7,8 @@ ends with the ``run_finished`` event, which carries the run's final state.
 Event kinds, in order for each stage call: ``call_queued``, ``call_started`` (and
 ``call_retried`` + another ``call_started`` when an engine failed it),
 then ``call_finished`` (engine, timings, prompt/cached/output tokens) or
-``call_cancelled`` (a call cancelled while still queued has no ``call_started``).
+``call_cancelled`` (a call cancelled while still queued has no ``call_started``), or
+``call_rejected`` (its pool's queue was full; the run ends ``rejected``).
 ``t`` is seconds since the run was admitted.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TERMINAL_EVENT = "run_finished"
-CALL_ENDED = frozenset({"call_finished", "call_cancelled"})
+CALL_ENDED = frozenset({"call_finished", "call_cancelled", "call_rejected"})
 
 
 @dataclass(slots=True)

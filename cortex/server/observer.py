@@ -105,17 +105,20 @@ class RuntimeObserver:
         its ``call_cancelled`` here, before ``run_finished``, so that the events and the
         trace name the same calls."""
         for entry in run.trace:
-            if entry.outcome != CANCELLED or self.events.has_ended(run.run_id, entry.call_id):
+            if entry.ran or self.events.has_ended(run.run_id, entry.call_id):
                 continue
             if not self.events.has_queued(run.run_id, entry.call_id):
                 self.events.add(run.run_id, {
                     "type": "call_queued", "run_id": run.run_id, "call_id": entry.call_id,
                     "stage": entry.stage, "attempt": entry.attempt, "pool": entry.pool,
                     "t": round(max(0.0, entry.queued_at - run.arrival), 6)})
-            self._call_cancelled({"type": "call_cancelled", "run_id": run.run_id,
-                                  "call_id": entry.call_id, "stage": entry.stage,
-                                  "pool": entry.pool, "engine": entry.engine_id,
-                                  "t": entry.finished_at}, run)
+            event = {"type": f"call_{entry.outcome}", "run_id": run.run_id,
+                     "call_id": entry.call_id, "stage": entry.stage, "pool": entry.pool,
+                     "engine": entry.engine_id, "t": entry.finished_at}
+            if entry.outcome == CANCELLED:
+                self._call_cancelled(event, run)
+            else:  # call_rejected: the pool's queue was full
+                self.events.add(run.run_id, _public(event, run))
 
 
 def run_view(run: Run) -> dict[str, Any]:

@@ -62,6 +62,8 @@ def test_full_queue_rejects_run_with_reason():
     run, actions = c.admit("loop", {"q": "c"}, 0.0)
     assert RunFinished(run) in actions and run.status is RunStatus.REJECTED
     assert "queue is full" in run.reason and "'llm'" in run.reason
+    (entry,) = run.trace  # the refused call is kept, outcome rejected, like the events
+    assert entry.outcome == "rejected" and entry.pool == "llm" and not entry.ran
 
 
 def test_cancel_running_call_frees_slot_and_ignores_late_result():
