@@ -138,6 +138,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.rates is None:
         args.rates = [20.0 if args.rate is None else args.rate]
     args.late = _late_order(args)
+    _check_engine_flags(args)
     if args.engine == "sim":
         from cortex.bench.sim_cli import bench_from_args
     else:
@@ -152,6 +153,28 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         args.out.write_text(json.dumps(report, indent=2))
         print(f"wrote {args.out}")
     return 0
+
+
+# flags one engine's bench reads and the other's would silently ignore
+ENGINE_ONLY_FLAGS = {
+    "sim": ("kv_tokens", "max_seqs", "dbs", "p_fail", "engine_profile", "workload_profile",
+            "shift", "fail_schedule", "catalog_seed", "knobs", "timeline"),
+    "llamacpp": ("cache_mb", "profile_out"),
+}
+
+
+def _check_engine_flags(args: argparse.Namespace) -> None:
+    """Refuse flags the chosen ``--engine`` does not read (they were silently ignored).
+
+    Raises:
+        ValueError: names the flags and the engine they belong to.
+    """
+    for engine, names in ENGINE_ONLY_FLAGS.items():
+        given = [f"--{n.replace('_', '-')}" for n in names
+                 if getattr(args, n, None) not in (None, False)]
+        if engine != args.engine and given:
+            raise ValueError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} "
+                             f"to --engine {engine} (this bench runs --engine {args.engine})")
 
 
 def _late_order(args: argparse.Namespace) -> Any:

@@ -10,7 +10,7 @@ import pytest
 
 from cortex.bench import real_bench, sim_cli
 from cortex.bench.sim_bench import SimBenchConfig, default_slo_s, slo_of
-from cortex.cli import build_parser
+from cortex.cli import build_parser, main
 from cortex.workload.nl2sql_sim import NL2SQLWorkload, NL2SQLWorkloadConfig
 
 BENCH = ["bench", "--engine", "sim", "--requests", "5"]
@@ -202,3 +202,15 @@ def test_llamacpp_bench_passes_the_allocator_flags_to_the_config(monkeypatch):
     assert cfg.allocator.config.interval_s == 0.5
     assert cfg.allocator.max_engines == 3
     assert [spec["cache_mb"] for _, spec in cfg.engine_specs] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["--engine", "llamacpp", "--kv-tokens", "6000", "--shift"],
+     "--kv-tokens, --shift only apply to --engine sim"),
+    (["--engine", "llamacpp", "--knobs"], "--knobs only applies to --engine sim"),
+    (["--engine", "sim", "--cache-mb", "8"], "--cache-mb only applies to --engine llamacpp"),
+])
+def test_a_flag_the_engine_does_not_read_is_an_error(capsys, argv, want):
+    # they were silently ignored: a real-engine bench with --shift measured no shift
+    assert main(["bench", *argv, "--requests", "2"]) == 2
+    assert want in capsys.readouterr().err
