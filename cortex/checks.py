@@ -11,9 +11,13 @@ from typing import Any
 
 
 def is_number(value: Any) -> bool:
-    """A finite int or float, not a bool."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    """A finite int or float (an int that fits a float), not a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (10**400)
+        return False
 
 
 def is_int(value: Any, low: int | None = None) -> bool:

@@ -170,8 +170,8 @@ def _check_engine_flags(args: argparse.Namespace) -> None:
         ValueError: names the flags and the engine they belong to.
     """
     for engine, names in ENGINE_ONLY_FLAGS.items():
-        given = [f"--{n.replace('_', '-')}" for n in names
-                 if getattr(args, n, None) not in (None, False)]
+        given = [f"--{n.replace('_', '-')}" for n in names  # 0 is a given value
+                 if getattr(args, n, None) is not None and getattr(args, n) is not False]
         if engine != args.engine and given:
             raise ValueError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} "
                              f"to --engine {engine} (this bench runs --engine {args.engine})")

@@ -140,10 +140,11 @@ class Controller:
         can_retry = (call.num_retries == 0 and run is not None and call.call_id in run.inflight
                      and any(e != failed_on for e in pool.healthy_engines()))
         if can_retry:
-            call.num_retries += 1
             call.started_at, call.engine_id = None, ""
             if pool.submit(call, call.queued_at):  # keeps its place in line
+                call.num_retries += 1
                 return self._dispatch(now)
+            call.engine_id = failed_on  # the queue was full: no retry after all
         why = f"engine {failed_on or '?'} failed: {error}"
         if call.num_retries:
             why += " (after one retry)"

@@ -147,3 +147,9 @@ def test_whole_file_errors_name_the_file_without_an_empty_field(tmp_path):
     assert str(info.value).startswith(f"{bad}: invalid YAML")
     with pytest.raises(ConfigError, match=r"^cortex.yaml: the config must be a mapping$"):
         parse_config([1], source="cortex.yaml")
+
+
+def test_a_huge_integer_is_a_named_error_not_an_overflow():
+    for huge in (10**400, -(10**400)):  # math.isfinite raised OverflowError on them
+        with pytest.raises(ConfigError, match="slo_ms: must be a positive number"):
+            parse_config({"slo_ms": huge})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sqlite3
 from pathlib import Path
 
 import sqlglot
@@ -30,7 +31,7 @@ def explain_error(message: str, sql: str, db_path: Path | str) -> str:
     """``message`` (from SQLite) with a hint naming real tables and columns."""
     try:
         schema = introspect(db_path)
-    except (FileNotFoundError, OSError):
+    except (OSError, sqlite3.Error):  # missing, or not a SQLite file at all
         return message
     for pattern, handler in _PATTERNS:
         match = pattern.search(message)

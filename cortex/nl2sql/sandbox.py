@@ -39,7 +39,7 @@ DEFAULT_MAX_BYTES = 256 * 1024
 DEFAULT_TIMEOUT_S = 2.0
 PROGRESS_EVERY = 1000  # SQLite VM instructions between deadline checks
 MAX_FORMAT_WIDTH = 10_000   # printf/format width or precision
-MAX_PATTERN_LENGTH = 1_000  # LIKE / GLOB pattern characters
+MAX_PATTERN_LENGTH = 200    # LIKE / GLOB pattern characters
 _FETCH_BATCH = 64
 
 
@@ -145,24 +145,43 @@ def _instr(haystack: Any, needle: Any) -> int | None:
         return None
     if isinstance(haystack, bytes) and isinstance(needle, bytes):
         return haystack.find(needle) + 1  # both blobs: bytes
+    if isinstance(haystack, bytes) or isinstance(needle, bytes):
+        # a blob read as text (maybe not valid UTF-8): search its bytes, count characters
+        hay = haystack if isinstance(haystack, bytes) else _as_text(haystack).encode()
+        pin = needle if isinstance(needle, bytes) else _as_text(needle).encode()
+        # SQLite steps one byte, then past any continuation bytes: a character starts at
+        # byte 0 and at every later byte that is not a continuation byte (0b10xxxxxx)
+        if pin and pin[0] & 0xC0 == 0x80:
+            return 1 if hay.startswith(pin) else 0
+        at = hay.find(pin)
+        if at <= 0:
+            return at + 1
+        return 2 + len(hay[1:at].translate(None, _CONTINUATION))
     return _as_text(haystack).find(_as_text(needle)) + 1
 
 
-def _replace(limit: int, text: Any, old: Any, new: Any) -> str | None:
-    if text is None or old is None or new is None:
+_CONTINUATION = bytes(range(0x80, 0xC0))
+
+
+def _replace(limit: int, text: Any, old: Any, new: Any) -> Any:
+    if text is None or old is None:
         return None
-    text, old, new = _as_text(text), _as_text(old), _as_text(new)
-    if not old:
+    old = _as_text(old)
+    if not old or old[0] == "\x00":  # SQLite: an empty pattern leaves text as it is
         return text
+    if new is None:
+        return None
+    text, new = _as_text(text), _as_text(new)
     if len(text) + text.count(old) * (len(new) - len(old)) > limit:
-        return None  # over the length limit (SQLite: "string or blob too big")
+        return " " * (limit + 1)  # over the length limit: SQLite's own "too big" error
     return text.replace(old, new)
 
 
 def _trim(left: bool, right: bool, text: Any, chars: Any = " ") -> str | None:
     if text is None or chars is None:
         return None
-    text, drop = _as_text(text), set(_as_text(chars))
+    text = _as_text(text)
+    drop = set(_as_text(chars).split("\x00", 1)[0])  # SQLite reads the set up to a NUL
     start, end = 0, len(text)
     while left and start < end and text[start] in drop:
         start += 1
@@ -174,38 +193,49 @@ def _trim(left: bool, right: bool, text: Any, chars: Any = " ") -> str | None:
 # %[flags][width][.precision][length]type, width and precision a number or *
 _SPEC = re.compile(r"%([-+ 0#!,]*)(\*|\d+)?(?:\.(\*|\d+))?(ll|l)?(.)?", re.DOTALL)
 _NO_ARGUMENT = {"%", "n", None}  # conversions that consume no argument (None: % at the end)
+_PRECISION_IS_A_MAXIMUM = {"s", "q", "Q", "w", "z"}
 _formatter = threading.local()
 
 
 def _checked_printf(limit: int, fmt: Any = None, *args: Any) -> Any:
     """SQLite's own printf, on a private in-memory connection (value-length limit
-    ``limit``), once no width or precision exceeds ``MAX_FORMAT_WIDTH``; NULL otherwise.
-    The format and every ``*`` argument are read as SQLite reads them (a blob format as
-    text, ``'2000000000x'`` as 2000000000), so no spelling gets past the check."""
+    ``limit``), unless a width or precision exceeds ``MAX_FORMAT_WIDTH`` or the
+    conversions' widths and minimum lengths add up past ``limit`` (SQLite's result would
+    be NULL then too, only after looping through them); NULL in those cases. The format
+    and every ``*`` argument are read as SQLite reads them (a blob format as text,
+    ``'2000000000x'`` as 2000000000), so no spelling gets past the check."""
     conn = _side(limit)
     if fmt is not None:
         fmt = conn.execute("SELECT CAST(? AS TEXT)", (fmt,)).fetchone()[0]
-        queue = list(args)
+        queue, total = list(args), 0
         for match in _SPEC.finditer(fmt):
+            sizes = []
             for part in (match.group(2), match.group(3)):
+                size = 0
                 if part == "*":
-                    if not _within_width(conn, queue.pop(0) if queue else 0):
-                        return None
-                elif part and int(part) > MAX_FORMAT_WIDTH:
+                    size = _star_size(conn, queue.pop(0) if queue else 0)
+                elif part:
+                    size = int(part)
+                if size > MAX_FORMAT_WIDTH:
                     return None
-            if match.group(5) not in _NO_ARGUMENT:
+                sizes.append(size)
+            kind = match.group(5)
+            total += max(sizes[0], 0 if kind in _PRECISION_IS_A_MAXIMUM else sizes[1])
+            if total > limit:
+                return None
+            if kind not in _NO_ARGUMENT:
                 queue[:1] = []  # the converted value
     marks = ", ".join("?" * (len(args) + 1))
     return conn.execute(f"SELECT printf({marks})", (fmt, *args)).fetchone()[0]
 
 
-def _within_width(conn: sqlite3.Connection, value: Any) -> bool:
-    """A ``*`` width or precision, as SQLite's printf converts it, is within bounds."""
+def _star_size(conn: sqlite3.Connection, value: Any) -> int:
+    """A ``*`` width or precision as SQLite's printf converts it (its magnitude)."""
     try:
         size = conn.execute("SELECT CAST(? AS INTEGER)", (value,)).fetchone()[0]
     except (sqlite3.Error, OverflowError):
-        return False
-    return size is None or abs(size) <= MAX_FORMAT_WIDTH
+        return MAX_FORMAT_WIDTH + 1
+    return 0 if size is None else abs(size)
 
 
 def _execute(conn: sqlite3.Connection, sql: str, db_path: Path | str, max_rows: int,

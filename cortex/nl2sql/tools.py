@@ -82,8 +82,8 @@ def resolve_db(db: Any) -> Path:
         return access.names[text]
     path = _allowed_path(Path(text), access)
     if path is None:
-        where = (f" or a .sqlite file under {', '.join(map(str, access.dirs))}"
-                 if access.dirs else "")
+        where = (f" or a {'/'.join(DB_SUFFIXES)} file under "
+                 f"{', '.join(map(str, access.dirs))}" if access.dirs else "")
         raise ToolArgError(f"database {text!r} is not served here: use a database name "
                            f"({access.names_text()}){where}")
     return path

@@ -209,6 +209,8 @@ def test_llamacpp_bench_passes_the_allocator_flags_to_the_config(monkeypatch):
      "--kv-tokens, --shift only apply to --engine sim"),
     (["--engine", "llamacpp", "--knobs"], "--knobs only applies to --engine sim"),
     (["--engine", "sim", "--cache-mb", "8"], "--cache-mb only applies to --engine llamacpp"),
+    (["--engine", "sim", "--cache-mb", "0"], "--cache-mb only applies to --engine llamacpp"),
+    (["--engine", "llamacpp", "--p-fail", "0"], "--p-fail only applies to --engine sim"),
 ])
 def test_a_flag_the_engine_does_not_read_is_an_error(capsys, argv, want):
     # they were silently ignored: a real-engine bench with --shift measured no shift

@@ -218,6 +218,12 @@ SAME_AS_SQLITE = [
     "replace(12345, 3, 'z'), typeof(replace(x'6162','a','z')), replace('aaa', 'aa', 'b')"),
     ("SELECT trim('  ab  '), ltrim('xxabxx','x'), rtrim('xxabxx','xa'), trim(NULL), "
     "trim('ab', NULL), trim(123, 1), typeof(trim(x'2061')), trim('', 'a'), ltrim('  a')"),
+    ("SELECT replace(5,'','x'), typeof(replace(5,'','x')), replace('abc','',NULL), "
+     "replace(12, char(0)||'a', 'X'), typeof(replace(12, char(0)||'a', 'X'))"),
+    "SELECT trim('abc','a'||char(0)||'b'), trim(char(0),char(0)), rtrim('xa', 'a'||char(0))",
+    ("SELECT instr(x'89504e47', 'PNG'), instr(x'ff41', 'A'), instr(x'c3a9c3a9', 'é'), "
+     "instr('é', x'a9'), instr(x'41ff42', x'ff')"),
+    "SELECT printf('%5s|%.2s|%-3d|%c', 'ab', 'xyz', 7, 'q'), printf('a%Tb')",
 ]
 
 
@@ -226,6 +232,19 @@ def test_linear_instr_replace_and_trim_keep_sqlite_semantics(sales_copy: Path, s
     with sqlite3.connect(":memory:") as plain:
         want = plain.execute(sql).fetchall()
     assert run_query(sales_copy, sql).rows == want
+
+
+def test_replace_over_the_length_limit_is_sqlites_error(sales_copy: Path) -> None:
+    result = run_query(sales_copy, "SELECT length(replace(hex(zeroblob(400000)),'0','ab'))")
+    assert not result.ok and "too big" in result.error
+
+
+def test_many_printf_conversions_cannot_outrun_the_time_limit(sales_copy: Path) -> None:
+    # each %.9999c is within MAX_FORMAT_WIDTH, 74,500 of them are not: 9.8 s before
+    sql = "SELECT printf(replace(hex(zeroblob(149000)),'00','%.9999c'))"
+    started = time.monotonic()
+    result = run_query(sales_copy, sql, timeout_s=0.5)
+    assert time.monotonic() - started < 2.0 and result.rows == [(None,)]
 
 
 @pytest.mark.parametrize("sql", [
@@ -237,3 +256,18 @@ def test_quadratic_builtins_cannot_outrun_the_time_limit(sales_copy: Path, sql: 
     started = time.monotonic()
     result = run_query(sales_copy, sql, timeout_s=0.5)
     assert time.monotonic() - started < 2.0 and result.ok and len(result.rows) == 1
+
+
+def test_deep_nesting_and_a_file_that_is_not_sqlite_are_errors_not_exceptions(
+        sales_copy: Path, tmp_path: Path) -> None:
+    deep = run_query(sales_copy, "SELECT " + "(" * 60 + "1" + ")" * 60)
+    assert not deep.ok and "Could not parse" in deep.error  # sqlglot's RecursionError
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 100)
+    result = run_query(junk, "SELECT 1 FROM t")
+    assert not result.ok and "not a database" in result.error
+
+
+def test_json_patch_is_refused(sales_copy: Path) -> None:
+    result = run_query(sales_copy, "SELECT json_patch('{}', '{}')")
+    assert not result.ok and "json_patch() is not allowed" in result.error

@@ -78,3 +78,14 @@ def test_cancel_running_call_frees_slot_and_ignores_late_result():
     assert nxt.call.run_id == other.run_id
     assert c.complete(gen.call, result(), 0.6) == []
     assert c.pools["llm"].in_flight("e0") == 1
+
+
+def test_a_failed_call_whose_retry_finds_the_queue_full_fails_without_a_retry():
+    c = controller("shared-fcfs", engines=2, max_queue=1)
+    run, actions = c.admit("loop", {"q": "a"}, 0.0)
+    (first,) = starts(actions)
+    c.admit("loop", {"q": "b"}, 0.0)           # on the other engine
+    c.admit("loop", {"q": "c"}, 0.0)           # fills the queue
+    c.fail_call(first.call, "boom", 0.1)
+    assert run.status is RunStatus.FAILED and first.call.num_retries == 0
+    assert "(after one retry)" not in run.reason and first.call.engine_id == "e0"
