@@ -178,10 +178,11 @@ def _check_engine_flags(args: argparse.Namespace) -> None:
 
 
 def _late_order(args: argparse.Namespace) -> Any:
-    """``--late-last K [--late-last-when-tipped]`` as a ``LateOrder`` (None: strict order).
+    """``--late-last K [--late-last-when-tipped]`` as a ``LateOrder`` (None: strict order;
+    argparse has checked K).
 
     Raises:
-        ValueError: a negative K, or ``--late-last-when-tipped`` without ``--late-last``.
+        ValueError: ``--late-last-when-tipped`` without ``--late-last``.
     """
     from cortex.pool.pool import LateOrder
 
@@ -189,10 +190,7 @@ def _late_order(args: argparse.Namespace) -> Any:
         if args.late_last_when_tipped:
             raise ValueError("--late-last-when-tipped needs --late-last K")
         return None
-    try:
-        return LateOrder(args.late_last, args.late_last_when_tipped)
-    except ValueError:
-        raise ValueError(f"--late-last must be >= 0, got {args.late_last:g}") from None
+    return LateOrder(args.late_last, args.late_last_when_tipped)
 
 
 def _bench_seeds(args: argparse.Namespace, bench_from_args: Any) -> dict[str, Any]:

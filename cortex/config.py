@@ -347,20 +347,6 @@ def _server(raw: Any, source: str) -> ServerConfig:
     if unknown:
         raise ConfigError(source, f"server.{min(unknown)}", "unknown field")
     options = {k: v for k, v in raw.items() if k != "api_key_env"}
-    defaults = ServerConfig()
-    host = options.get("host", defaults.host)
-    if not isinstance(host, str) or not host:
-        raise ConfigError(source, "server.host", f"must be a host name or address, got {host!r}")
-    port = options.get("port", defaults.port)
-    if not is_int(port) or not 0 <= port <= 65535:
-        raise ConfigError(source, "server.port", f"must be an integer in 0..65535 (0: any "
-                          f"free port), got {port!r}")
-    if "max_body_bytes" in options:
-        _positive_int(options["max_body_bytes"], source, "server.max_body_bytes")
-    grace = options.get("grace_s", defaults.grace_s)
-    if not is_number(grace) or grace < 0:
-        raise ConfigError(source, "server.grace_s", f"must be a number of seconds >= 0, "
-                          f"got {grace!r}")
     for key in ("api_key", "api_key_env"):
         value = raw.get(key)
         if value is not None and (not isinstance(value, str) or not value):
@@ -368,7 +354,28 @@ def _server(raw: Any, source: str) -> ServerConfig:
                               f"{value!r}")
     if "api_key_env" in raw:
         options["api_key"] = os.environ.get(raw["api_key_env"]) or options.get("api_key")
-    return ServerConfig(**options)
+    server = ServerConfig(**options)
+    check_server(server, source)
+    return server
+
+
+def check_server(server: ServerConfig, source: str) -> None:
+    """The server fields' types and ranges (the parser, and the server for a config built
+    or changed in code, e.g. by ``cortex serve`` flags).
+
+    Raises:
+        ConfigError: naming ``server.<field>``.
+    """
+    if not isinstance(server.host, str) or not server.host:
+        raise ConfigError(source, "server.host", f"must be a host name or address, got "
+                          f"{server.host!r}")
+    if not is_int(server.port) or not 0 <= server.port <= 65535:
+        raise ConfigError(source, "server.port", f"must be an integer in 0..65535 (0: any "
+                          f"free port), got {server.port!r}")
+    _positive_int(server.max_body_bytes, source, "server.max_body_bytes")
+    if not is_number(server.grace_s) or server.grace_s < 0:
+        raise ConfigError(source, "server.grace_s", f"must be a number of seconds >= 0, "
+                          f"got {server.grace_s!r}")
 
 
 ALLOCATOR_FIELDS = ("policy", "options", "interval_s", "load_alpha", "cost_window_s",

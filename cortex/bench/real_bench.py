@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 from cortex.allocator import is_malleable
 from cortex.allocator.report import allocation_summary
 from cortex.bench.metrics import OracleCache, summarize
+from cortex.checks import is_number
 from cortex.config import parse_config
 from cortex.orchestrator.orchestrator import DEFAULT_TIMEOUT_FACTOR
 from cortex.orchestrator.run import Run
@@ -48,7 +48,7 @@ def question_trace(rate: float, num_runs: int, seed: int) -> list[Arrival]:
     Raises:
         ValueError: ``rate`` is not a finite number > 0.
     """
-    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+    if not (is_number(rate) and rate > 0):
         raise ValueError(f"arrival rate must be a finite number > 0, got {rate!r}")
     from cortex.nl2sql.datasets import load_questions
 

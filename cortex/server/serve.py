@@ -20,7 +20,7 @@ from types import FrameType
 
 import uvicorn
 
-from cortex.config import ConfigError, CortexConfig
+from cortex.config import ConfigError, CortexConfig, check_server
 from cortex.engine.base import BaseEngine
 from cortex.server.app import create_app
 from cortex.server.service import CortexService
@@ -40,16 +40,7 @@ def is_loopback(host: str) -> bool:
 def check_server_config(cfg: CortexConfig) -> None:
     """Refuse configs the server must not start with (errors name the field)."""
     server = cfg.server
-    checks = (("port", isinstance(server.port, int) and 0 <= server.port <= 65535,
-               "must be an integer 0..65535 (0: any free port)"),
-              ("grace_s", isinstance(server.grace_s, (int, float)) and server.grace_s >= 0,
-               "must be a number of seconds >= 0"),
-              ("max_body_bytes", isinstance(server.max_body_bytes, int)
-               and server.max_body_bytes > 0, "must be a positive integer"))
-    for name, ok, why in checks:
-        if not ok:
-            raise ConfigError(cfg.source, f"server.{name}", f"{why}, got "
-                              f"{getattr(server, name)!r}")
+    check_server(server, cfg.source)
     key = server.api_key
     if key is not None and (not isinstance(key, str) or not key.strip()):
         raise ConfigError(cfg.source, "server.api_key", "the API key is empty or only "

@@ -159,7 +159,7 @@ class NL2SQLWorkload:
             ValueError: ``rate`` is not a finite number > 0 (a nan rate gives nan arrival
                 times, on which the simulator never finishes; inf puts them all at 0).
         """
-        if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+        if not (is_number(rate) and rate > 0):
             raise ValueError(f"arrival rate must be a finite number > 0, got {rate!r}")
         rng = random.Random(f"trace-{self.seed}")
         t, out = 0.0, []
