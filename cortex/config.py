@@ -406,10 +406,14 @@ def _allocator(raw: Any, cfg: CortexConfig) -> AllocatorSection:
         raise ConfigError(source, "allocator.options", "must be a mapping of the policy's "
                           "options")
     try:
-        build_policy(policy, options)
+        built = build_policy(policy, options)
     except PolicyOptionError as exc:
         path = "allocator.options" + (f".{exc.option}" if exc.option else "")
         raise ConfigError(source, path, str(exc)) from None
+    try:  # cortex-malleable gives every LLM stage its own pool, named after it
+        built.check_pools(s for wf in cfg.workflows for s in wf.llm_stages)
+    except ValueError as exc:
+        raise ConfigError(source, "allocator.options", str(exc)) from None
     timing: dict[str, float] = {}
     for key, minimum, strict in (("interval_s", 0.0, True), ("load_alpha", 0.0, True),
                                  ("cost_window_s", 0.0, True), ("cold_window_s", 0.0, False)):

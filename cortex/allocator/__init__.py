@@ -18,6 +18,7 @@ Rule and measurements: docs/allocator.md.
 """
 from __future__ import annotations
 
+from cortex.allocator import planned as _planned  # noqa: F401  (registers planned)
 from cortex.allocator import pressure as _pressure  # noqa: F401  (registers slo-pressure)
 from cortex.allocator.allocator import Allocator
 from cortex.allocator.placement import MALLEABLE, is_malleable, pool_models

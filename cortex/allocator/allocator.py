@@ -75,7 +75,10 @@ class Allocator:
 
         Args:
             views: engine id -> view, for signals such as KV usage (optional).
+        Raises:
+            ValueError: the policy's options name a pool that is not here.
         """
+        self.policy.check_pools(models)
         self.pools, self.models = pools, dict(models)
         views = views or {}
         for name in models:

@@ -11,6 +11,7 @@ Policies are registered by name in ``ALLOCATION_POLICIES``.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from typing import Any
 
 from cortex.allocator.types import AllocationContext, Decision, EngineLoad, PoolLoad
@@ -27,6 +28,10 @@ class BaseAllocationPolicy(abc.ABC):
     @abc.abstractmethod
     def initial_state(self) -> Any:
         """The state passed to the first ``decide`` (immutable)."""
+
+    def check_pools(self, pools: Iterable[str]) -> None:
+        """Raise ValueError if the policy's options name a pool not in ``pools`` (the
+        LLM pools it will manage); called when the allocator takes them over."""
 
     @abc.abstractmethod
     def decide(self, ctx: AllocationContext, state: Any) -> tuple[list[Decision], Any]:
@@ -83,7 +88,8 @@ def build_policy(name: str, options: dict[str, Any]) -> BaseAllocationPolicy:
     try:
         return cls(**options)
     except (TypeError, ValueError) as exc:
-        raise PolicyOptionError(f"{exc} (allocation policy {name})") from None
+        raise PolicyOptionError(f"{exc} (allocation policy {name})",
+                                getattr(exc, "option", None)) from None
 
 
 # ---- helpers shared by policies ----------------------------------------------

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cortex.allocator import Allocator, AllocatorConfig, is_malleable
@@ -18,10 +19,11 @@ from cortex.nl2sql.workflow import load_agent
 from cortex.orchestrator.estimates import StageEstimator
 from cortex.orchestrator.orchestrator import DEFAULT_TIMEOUT_FACTOR, Orchestrator
 from cortex.orchestrator.run import Run
-from cortex.pool.placement import build_layout, expected_stage_work
+from cortex.pool.placement import build_layout, expected_stage_work, split_engines
 from cortex.pool.pool import LateOrder
 from cortex.runtime.simulator import Simulator, sim_preparer
-from cortex.workload.nl2sql_sim import NL2SQLWorkload, NL2SQLWorkloadConfig
+from cortex.workflow.graph import CompiledWorkflow
+from cortex.workload.nl2sql_sim import NL2SQLWorkload, NL2SQLWorkloadConfig, PlannedRun
 
 
 @dataclass(slots=True)
@@ -115,7 +117,8 @@ def run_policy(cfg: SimBenchConfig, policy: str, rate: float) -> tuple[dict[str,
                                 timeout_factor=cfg.timeout_factor)
     controller = Controller(orchestrator, layout, views, sim_preparer(workload),
                             max_queue=cfg.max_queue, load_bound=cfg.load_bound,
-                            allocator=_allocator(cfg, policy, engines),
+                            allocator=_allocator(cfg, policy, engines,
+                                                 lambda: planned_split(cfg, workflow, trace)),
                             late=cfg.late)
     oracle = OracleCache(cfg.engine.block_size)
     sim = Simulator(controller, engines, workload, workflow.name,
@@ -127,20 +130,49 @@ def run_policy(cfg: SimBenchConfig, policy: str, rate: float) -> tuple[dict[str,
     return row, sim
 
 
-def _allocator(cfg: SimBenchConfig, policy: str, engines: dict[str, SimEngine]
-               ) -> Allocator | None:
+def _allocator(cfg: SimBenchConfig, policy: str, engines: dict[str, SimEngine],
+               plan: Callable[[], list[dict[str, Any]]]) -> Allocator | None:
     """cortex-malleable gets the configured allocator (with a provider when the
-    budget allows scale-out); other policies get a never-moving one only to
-    record a timeline."""
+    budget allows scale-out; ``planned`` without a plan follows ``plan()``); other
+    policies get a never-moving one only to record a timeline."""
     if is_malleable(policy):
         provider = None
         if cfg.max_engines is not None and cfg.max_engines > cfg.num_engines:
             provider = SimEngineProvider(engines, cfg.engine, cfg.max_engines,
                                          cfg.engine_startup_s)
-        return Allocator(cfg.allocator, provider)
+        alloc = cfg.allocator
+        if alloc.policy == "planned" and "plan" not in alloc.policy_options:
+            alloc = replace(alloc, policy_options=alloc.policy_options | {"plan": plan()})
+        return Allocator(alloc, provider)
     if cfg.timeline:
         return Allocator(AllocatorConfig("static", interval_s=cfg.allocator.interval_s))
     return None
+
+
+def planned_split(cfg: SimBenchConfig, workflow: CompiledWorkflow,
+                  trace: list[PlannedRun]) -> list[dict[str, Any]]:
+    """The ``planned`` policy's plan when none is given: from each shift of the
+    failure schedule on (the arrival time of the first run it applies to), the split
+    static ``cortex`` would choose for the new failure rate. It knows the future
+    (when the mix changes and to what), so it is a reference for reactive policies,
+    not something a deployment could configure from its own signals."""
+    phases = cfg.workload.fail_schedule or [(0.0, cfg.workload.p_first_fail)]
+    start, plan = trace[0].arrival if trace else 0.0, []
+    for at, p_fail in sorted(phases):
+        phase = replace(cfg.workload, p_first_fail=p_fail, fail_schedule=[])
+        workload = NL2SQLWorkload(phase, cfg.seed)
+        priors = _service_priors(cfg, workload)
+        work = expected_stage_work(workflow, priors, workload.expected_outcomes(), seed=cfg.seed)
+        split = split_engines({s: work.get(s, 1.0) for s in workflow.llm_stages},
+                              cfg.num_engines)
+        # the workload gives run i the rate of fraction i / len(trace) of the trace
+        first = next((r for i, r in enumerate(trace) if i / len(trace) >= at), None)
+        when = 0.0 if at <= 0 or first is None else max(0.0, first.arrival - start)
+        if plan and when <= plan[-1]["at_s"]:
+            plan[-1]["split"] = split
+        else:
+            plan.append({"at_s": round(when, 3), "split": split})
+    return plan
 
 
 def run_sim_bench(cfg: SimBenchConfig) -> dict[str, Any]:

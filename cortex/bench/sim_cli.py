@@ -62,7 +62,8 @@ def allocator_config(args: argparse.Namespace) -> AllocatorConfig:
     policy = getattr(args, "allocator", "slo-pressure")
     options = dict(getattr(args, "alloc_option", None) or [])
     try:
-        build_policy(policy, options)
+        if policy != "planned" or "plan" in options:  # else the bench plans from the trace
+            build_policy(policy, options)
     except PolicyOptionError as exc:
         where = f"--alloc-option {exc.option}: " if exc.option else "--alloc-option: "
         raise ValueError(where + str(exc)) from None
