@@ -19,6 +19,9 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
     engine = (SimEngineConfig.from_profile(args.engine_profile) if args.engine_profile
               else SimEngineConfig())
     if args.kv_tokens is not None:
+        if args.kv_tokens < engine.block_size:   # else the message names the config field
+            raise ValueError(f"--kv-tokens ({args.kv_tokens}) must hold at least one KV "
+                             f"block of {engine.block_size} tokens")
         engine = replace(engine, kv_capacity_tokens=args.kv_tokens)
     if getattr(args, "max_seqs", None) is not None:
         engine = replace(engine, max_num_seqs=args.max_seqs)

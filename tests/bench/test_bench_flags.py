@@ -92,7 +92,7 @@ def test_llamacpp_keeps_a_zero_cache_and_defaults_only_what_is_not_given():
     assert (real_bench.slo_s(absent), real_bench.cache_mb(absent)) == (60.0, 64.0)
 
 
-@pytest.mark.parametrize("flag, value, field", [("--kv-tokens", 0, "kv_capacity_tokens"),
+@pytest.mark.parametrize("flag, value, field", [("--kv-tokens", 0, "--kv-tokens"),
                                                 ("--max-seqs", 0, "max_num_seqs"),
                                                 ("--dbs", 0, "num_dbs")])
 def test_sim_bench_refuses_a_zero_it_is_handed_instead_of_using_the_default(flag, value,
@@ -216,3 +216,10 @@ def test_a_flag_the_engine_does_not_read_is_an_error(capsys, argv, want):
     # they were silently ignored: a real-engine bench with --shift measured no shift
     assert main(["bench", *argv, "--requests", "2"]) == 2
     assert want in capsys.readouterr().err
+
+
+def test_kv_tokens_below_one_block_names_the_flag(capsys):
+    assert main(BENCH + ["--kv-tokens", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "--kv-tokens (8) must hold at least one KV block of 16 tokens" in err
+    assert "SimEngineConfig" not in err                 # was: the config field's name
