@@ -105,6 +105,7 @@ class Allocator:
         if first:
             for name in self.models:
                 self.monitor.open(name, now)
+            self._state = self.policy.start(self._state, now)
             return []
         changes = self._admit_started(now)
         ctx = self.context(now)

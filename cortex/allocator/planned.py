@@ -110,6 +110,11 @@ class PlannedPolicy(BaseAllocationPolicy):
     def initial_state(self) -> PlannedState:
         return PlannedState()
 
+    def start(self, state: PlannedState, now: float) -> PlannedState:
+        """``at_s`` counts from the allocator's first step, not from its first decision
+        (one ``interval_s`` later)."""
+        return state if state.started_at is not None else PlannedState(now)
+
     def target(self, elapsed_s: float) -> dict[str, int] | None:
         """The split planned ``elapsed_s`` after the first step (None before the first
         entry)."""

@@ -29,6 +29,11 @@ class BaseAllocationPolicy(abc.ABC):
     def initial_state(self) -> Any:
         """The state passed to the first ``decide`` (immutable)."""
 
+    def start(self, state: Any, now: float) -> Any:
+        """The state after the allocator's first step at ``now`` (which only opens the
+        load windows and asks for no decision); default: ``state`` unchanged."""
+        return state
+
     def check_pools(self, pools: Iterable[str]) -> None:
         """Raise ValueError if the policy's options name a pool not in ``pools`` (the
         LLM pools it will manage); called when the allocator takes them over."""

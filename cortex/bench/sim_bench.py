@@ -156,17 +156,21 @@ def planned_split(cfg: SimBenchConfig, workflow: CompiledWorkflow,
     static ``cortex`` would choose for the new failure rate. It knows the future
     (when the mix changes and to what), so it is a reference for reactive policies,
     not something a deployment could configure from its own signals."""
-    phases = cfg.workload.fail_schedule or [(0.0, cfg.workload.p_first_fail)]
+    phases = sorted(cfg.workload.fail_schedule)
+    if not phases or phases[0][0] > 0:   # before the first point: p_first_fail
+        phases.insert(0, (0.0, cfg.workload.p_first_fail))
     start, plan = trace[0].arrival if trace else 0.0, []
-    for at, p_fail in sorted(phases):
+    for at, p_fail in phases:
+        # the workload gives run i the rate of fraction i / len(trace) of the trace
+        first = next((r for i, r in enumerate(trace) if i / len(trace) >= at), None)
+        if first is None and at > 0:
+            continue   # a point no run reaches (fraction 1.0) changes nothing
         phase = replace(cfg.workload, p_first_fail=p_fail, fail_schedule=[])
         workload = NL2SQLWorkload(phase, cfg.seed)
         priors = _service_priors(cfg, workload)
         work = expected_stage_work(workflow, priors, workload.expected_outcomes(), seed=cfg.seed)
         split = split_engines({s: work.get(s, 1.0) for s in workflow.llm_stages},
                               cfg.num_engines)
-        # the workload gives run i the rate of fraction i / len(trace) of the trace
-        first = next((r for i, r in enumerate(trace) if i / len(trace) >= at), None)
         when = 0.0 if at <= 0 or first is None else max(0.0, first.arrival - start)
         if plan and when <= plan[-1]["at_s"]:
             plan[-1]["split"] = split

@@ -65,8 +65,10 @@ def allocator_config(args: argparse.Namespace) -> AllocatorConfig:
     policy = getattr(args, "allocator", "slo-pressure")
     options = dict(getattr(args, "alloc_option", None) or [])
     try:
-        if policy != "planned" or "plan" in options:  # else the bench plans from the trace
-            build_policy(policy, options)
+        check = options
+        if policy == "planned" and "plan" not in options:  # the bench plans from the trace
+            check = options | {"plan": [{"at_s": 0, "split": {"generate": 1}}]}
+        build_policy(policy, check)
     except PolicyOptionError as exc:
         where = f"--alloc-option {exc.option}: " if exc.option else "--alloc-option: "
         raise ValueError(where + str(exc)) from None

@@ -150,3 +150,45 @@ def test_bench_runs_planned_and_reports_its_moves(capsys, tmp_path):
     assert main(["bench", "--engine", "sim", "--allocator", "planned",
                  "--alloc-option", "plan=[]"]) == 2
     assert "--alloc-option plan: planned: plan must be a non-empty list" in capsys.readouterr().err
+
+
+def test_at_s_counts_from_the_first_step_not_the_first_decision():
+    allocator = Allocator(AllocatorConfig("planned", {"plan": [
+        {"at_s": 0, "split": {"gen": 2, "fix": 1}}, {"at_s": 3, "split": {"gen": 1, "fix": 2}}]}))
+    controller = malleable_controller(num_gen=2, num_fix=1, allocator=allocator)
+    for t in range(8):
+        controller.tick(float(t))
+    assert [r.begun_at for r in allocator.records] == [3.0]   # first step at 0: 0 + 3 s
+
+
+def test_bench_switches_at_the_phase_first_arrival():
+    cfg = _bench()
+    trace = NL2SQLWorkload(cfg.workload, cfg.seed).trace(30.0, 600)
+    _, sim = run_policy(cfg, "cortex-malleable", 30.0)
+    begun = sorted({r.begun_at for r in sim.controller.allocator.records})
+    step = cfg.allocator.interval_s
+    for first, at in zip((200, 400), begun[-2:], strict=True):   # begun[0]: at_s 0
+        assert trace[first].arrival <= at < trace[first].arrival + step
+
+
+@pytest.mark.parametrize("schedule, splits", [
+    ("0:0.1,0.5:0.7,1.0:0.1", [(7, 1), (4, 4)]),   # 1.0 reaches no run: no entry
+    ("0.5:0.7", [(5, 3), (4, 4)]),                 # before 0.5: p_first_fail (0.3)
+])
+def test_bench_plan_covers_exactly_the_phases_runs_see(schedule, splits):
+    from dataclasses import replace
+
+    from cortex.workload.nl2sql_sim import parse_fail_schedule
+    cfg = _bench(workload=replace(NL2SQLWorkloadConfig(),
+                                  fail_schedule=parse_fail_schedule(schedule)))
+    trace = NL2SQLWorkload(cfg.workload, cfg.seed).trace(30.0, 600)
+    plan = planned_split(cfg, load_agent(cfg.retry_budget), trace)
+    assert [(e["split"]["generate"], e["split"]["fix"]) for e in plan] == splits
+    assert plan[0]["at_s"] == 0.0 and plan[1]["at_s"] == round(
+        trace[300].arrival - trace[0].arrival, 3)
+
+
+def test_bench_checks_other_options_before_running_when_planning(capsys):
+    assert main(["bench", "--engine", "sim", "--policies", "cortex,cortex-malleable",
+                 "--allocator", "planned", "--alloc-option", "foo=1"]) == 2
+    assert "--alloc-option foo: unknown option" in capsys.readouterr().err
