@@ -413,7 +413,8 @@ def _allocator(raw: Any, cfg: CortexConfig) -> AllocatorSection:
     try:  # cortex-malleable gives every LLM stage its own pool, named after it
         built.check_pools(s for wf in cfg.workflows for s in wf.llm_stages)
     except ValueError as exc:
-        raise ConfigError(source, "allocator.options", str(exc)) from None
+        path = "allocator.options" + (f".{exc.option}" if getattr(exc, "option", None) else "")
+        raise ConfigError(source, path, str(exc)) from None
     timing: dict[str, float] = {}
     for key, minimum, strict in (("interval_s", 0.0, True), ("load_alpha", 0.0, True),
                                  ("cost_window_s", 0.0, True), ("cold_window_s", 0.0, False)):

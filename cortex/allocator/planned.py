@@ -77,7 +77,10 @@ def parse_plan(raw: Any) -> tuple[PlanEntry, ...]:
             raise ValueError(f"{where}.split must be a non-empty mapping of pool -> engines, "
                              f"got {split!r}")
         for pool, count in split.items():
-            if not isinstance(pool, str) or not is_int(count, 1):
+            if not isinstance(pool, str):
+                raise ValueError(f"{where}.split: pool names must be strings, "  # noqa: TRY004
+                                 f"got {pool!r}")
+            if not is_int(count, 1):
                 raise ValueError(f"{where}.split.{pool}: must be an integer >= 1 (a pool "
                                  f"keeps at least one engine), got {count!r}")
         entries.append(PlanEntry(float(at), tuple(sorted(split.items()))))
@@ -104,8 +107,8 @@ class PlannedPolicy(BaseAllocationPolicy):
         for i, entry in enumerate(self.plan):
             for pool, _ in entry.split:
                 if pool not in known:
-                    raise ValueError(f"planned: plan[{i}].split names pool {pool!r}, which "
-                                     f"is not an LLM pool here ({', '.join(sorted(known))})")
+                    raise PolicyOptionError(f"planned: plan[{i}].split names pool {pool!r}, which "
+                                     f"is not an LLM pool here ({', '.join(sorted(known))})", "plan")
 
     def initial_state(self) -> PlannedState:
         return PlannedState()

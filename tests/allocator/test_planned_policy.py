@@ -73,6 +73,7 @@ def test_plan_is_pure():
     ([{"at_s": 0, "split": {"a": 0}}], r"plan\[0\].split.a: must be an integer >= 1"),
     ([{"at_s": 0, "split": {"a": 1.5}}], r"plan\[0\].split.a: must be an integer >= 1"),
     ([{"at_s": 0, "split": {"a": 1}, "when": 3}], r"plan\[0\].when: unknown field"),
+    ([{"at_s": 0, "split": {1: 2}}], r"plan\[0\].split: pool names must be strings, got 1"),
 ])
 def test_bad_plans_name_the_entry_and_field(raw, why):
     with pytest.raises(ValueError, match=why):
@@ -101,7 +102,7 @@ def test_controller_follows_the_plan_with_the_move_protocol():
 
 def test_config_names_the_unknown_pool(tmp_path):
     plan = [{"at_s": 0, "split": {"gen": 1, "fixer": 1}}]
-    with pytest.raises(ConfigError, match=r"allocator.options: planned: plan\[0\].split names "
+    with pytest.raises(ConfigError, match=r"allocator.options.plan: planned: plan\[0\].split names "
                                           r"pool 'fixer'"):
         parse_config(_data(tmp_path, {"policy": "planned", "options": {"plan": plan}}))
     with pytest.raises(ConfigError, match="allocator.options.plan"):
