@@ -11,7 +11,7 @@ they have; a pool is never planned below one engine.
 
 ``cortex bench --allocator planned`` without a ``plan`` option builds one from
 the trace's failure schedule: at each shift, the split static ``cortex`` would
-choose for the new failure rate (docs/allocator.md, *Planned split*) -- the
+choose for the new failure rate (docs/allocator.md, *A planned split*) -- the
 reference a reactive policy is measured against.
 """
 from __future__ import annotations
