@@ -37,7 +37,7 @@ def combine_seeds(seeds: list[int], reports: list[dict[str, Any]]) -> dict[str, 
             results.append(_mean_row(runs))
             goodput[p] = [r["goodput_rps"] for r in runs]
         summary.append({"rate": rate, "subject": policies[-1], "goodput": goodput,
-                        "ratios": _ratios(policies[-1], goodput)})
+                        "ratios": _ratios(policies[-1], goodput, rate)})
     return {"config": config, "results": results, "seed_summary": summary,
             "per_seed": [{"seed": s} | rep for s, rep in zip(seeds, reports)]}
 
@@ -52,7 +52,11 @@ def _mean_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def _ratios(subject: str, goodput: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+def _ratios(subject: str, goodput: dict[str, list[float]], rate: float
+            ) -> dict[str, dict[str, Any]]:
+    """The subject's goodput over each other policy's, per seed and of the means, and
+    ``ceiling``: the most any policy could reach over that one (goodput cannot exceed
+    the arrival rate), so a ratio can be read against what was there to win."""
     out = {}
     for other, theirs in goodput.items():
         if other == subject:
@@ -62,7 +66,8 @@ def _ratios(subject: str, goodput: dict[str, list[float]]) -> dict[str, dict[str
         their_mean = fmean(theirs)
         out[other] = {"per_seed": per_seed,
                       "of_means": fmean(goodput[subject]) / their_mean if their_mean else None,
-                      "min": min(known, default=None), "max": max(known, default=None)}
+                      "min": min(known, default=None), "max": max(known, default=None),
+                      "ceiling": rate / their_mean if their_mean else None}
     return out
 
 
@@ -82,5 +87,6 @@ def render_seed_summary(report: dict[str, Any]) -> str:
             if r["of_means"] is None:
                 continue
             lines.append(f"  {block['subject']} / {other}: {r['of_means']:.2f}x of the means, "
-                         f"per seed {r['min']:.2f}x .. {r['max']:.2f}x")
+                         f"per seed {r['min']:.2f}x .. {r['max']:.2f}x (at most "
+                         f"{r['ceiling']:.2f}x: goodput <= the arrival rate)")
     return "\n".join(lines)

@@ -122,7 +122,11 @@ def test_cli_seeds_runs_each_trace_and_reports_means_and_ratios(tmp_path, capsys
     assert list(block["ratios"]) == ["shared-fcfs"]
     assert ratio["per_seed"] == [c / f for c, f in zip(cortex, fcfs)]
     assert ratio["min"] == min(ratio["per_seed"])
-    assert "cortex / shared-fcfs:" in capsys.readouterr().out
+    assert ratio["ceiling"] == 20 / (sum(fcfs) / 2)              # goodput <= the rate
+    assert ratio["of_means"] <= ratio["ceiling"]
+    printed = capsys.readouterr().out
+    assert "cortex / shared-fcfs:" in printed
+    assert f"(at most {ratio['ceiling']:.2f}x: goodput <= the arrival rate)" in printed
 
 
 def test_cli_seeds_rejects_bad_lists_and_a_timeline(tmp_path, capsys):
