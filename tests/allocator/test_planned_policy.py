@@ -193,3 +193,31 @@ def test_bench_checks_other_options_before_running_when_planning(capsys):
     assert main(["bench", "--engine", "sim", "--policies", "cortex,cortex-malleable",
                  "--allocator", "planned", "--alloc-option", "foo=1"]) == 2
     assert "--alloc-option foo: unknown option" in capsys.readouterr().err
+
+
+async def test_runtime_follows_a_planned_split_in_real_time(tmp_path):
+    """A deployment config with the planned policy: the asyncio runtime's allocator
+    moves engines at the planned times while runs keep succeeding."""
+    import asyncio
+
+    from cortex.runtime.build import build_runtime
+
+    data = _data(tmp_path, {"policy": "planned", "interval_s": 0.05, "options": {"plan": [
+        {"at_s": 0, "split": {"gen": 1, "fix": 2}}, {"at_s": 0.4, "split": {"gen": 2, "fix": 1}}]}},
+        engines=[{"backend": "null", "count": 3, "text": "ok", "delay_ms": 5}])
+    runtime = await build_runtime(parse_config(data))
+    try:
+        controller, loop = runtime.controller, asyncio.get_running_loop()
+        deadline, runs = loop.time() + 5.0, []
+        while loop.time() < deadline:
+            runs.append(await runtime.run("w", {"q": str(len(runs))}))
+            if [r.decision.target for r in controller.allocator.records][-1:] == ["gen"] \
+                    and len(controller.pools["gen"].engine_ids) == 2:
+                break
+        assert runs and all(r.status.value == "succeeded" for r in runs)
+        targets = [r.decision.target for r in controller.allocator.records]
+        assert targets[0] == "fix" and targets[-1] == "gen", targets
+        assert [len(controller.pools[p].engine_ids) for p in ("gen", "fix")] == [2, 1]
+        assert all(r.decision.reason.startswith("plan:") for r in controller.allocator.records)
+    finally:
+        await runtime.close()
