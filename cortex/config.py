@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from cortex.allocator import ALLOCATION_POLICIES, AllocatorConfig, is_malleable
-from cortex.allocator.policy import PolicyOptionError, build_policy
+from cortex.allocator.policy import build_policy
 from cortex.checks import is_int, is_number
 from cortex.engine.base import BaseEngine
 from cortex.orchestrator.orchestrator import DEFAULT_TIMEOUT_FACTOR
@@ -405,14 +405,10 @@ def _allocator(raw: Any, cfg: CortexConfig) -> AllocatorSection:
     if not isinstance(options, dict):
         raise ConfigError(source, "allocator.options", "must be a mapping of the policy's "
                           "options")
-    try:
-        built = build_policy(policy, options)
-    except PolicyOptionError as exc:
-        path = "allocator.options" + (f".{exc.option}" if exc.option else "")
-        raise ConfigError(source, path, str(exc)) from None
     try:  # cortex-malleable gives every LLM stage its own pool, named after it
-        built.check_pools(s for wf in cfg.workflows for s in wf.llm_stages)
-    except ValueError as exc:
+        build_policy(policy, options).check_pools(
+            s for wf in cfg.workflows for s in wf.llm_stages)
+    except ValueError as exc:  # PolicyOptionError names the option
         path = "allocator.options" + (f".{exc.option}" if getattr(exc, "option", None) else "")
         raise ConfigError(source, path, str(exc)) from None
     timing: dict[str, float] = {}

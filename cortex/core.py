@@ -115,7 +115,9 @@ class CallResult:
     error: str = ""
 
 
-STOPPED_OUTCOMES = frozenset({"cancelled", "rejected"})
+CANCELLED = "cancelled"  # trace outcome of a call stopped before it finished
+REJECTED = "rejected"    # trace outcome of a call a full queue refused
+STOPPED_OUTCOMES = frozenset({CANCELLED, REJECTED})
 
 
 @dataclass(slots=True)

@@ -107,8 +107,9 @@ class PlannedPolicy(BaseAllocationPolicy):
         for i, entry in enumerate(self.plan):
             for pool, _ in entry.split:
                 if pool not in known:
-                    raise PolicyOptionError(f"planned: plan[{i}].split names pool {pool!r}, which "
-                                     f"is not an LLM pool here ({', '.join(sorted(known))})", "plan")
+                    raise PolicyOptionError(
+                        f"planned: plan[{i}].split names pool {pool!r}, which is not an LLM "
+                        f"pool here ({', '.join(sorted(known))})", "plan")
 
     def initial_state(self) -> PlannedState:
         return PlannedState()
@@ -129,8 +130,7 @@ class PlannedPolicy(BaseAllocationPolicy):
 
     def decide(self, ctx: AllocationContext, state: PlannedState
                ) -> tuple[list[Decision], PlannedState]:
-        if state.started_at is None:
-            state = PlannedState(ctx.now)
+        state = self.start(state, ctx.now)   # decided before any step: count from now
         target = self.target(ctx.now - state.started_at)
         if target is None or any(has_drain(p) for p in ctx.pools):
             return [], state

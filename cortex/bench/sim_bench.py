@@ -171,7 +171,7 @@ def planned_split(cfg: SimBenchConfig, workflow: CompiledWorkflow,
         work = expected_stage_work(workflow, priors, workload.expected_outcomes(), seed=cfg.seed)
         split = split_engines({s: work.get(s, 1.0) for s in workflow.llm_stages},
                               cfg.num_engines)
-        when = 0.0 if at <= 0 or first is None else max(0.0, first.arrival - start)
+        when = max(0.0, first.arrival - start) if at > 0 else 0.0
         if plan and when <= plan[-1]["at_s"]:
             plan[-1]["split"] = split
         else:

@@ -9,7 +9,7 @@ import itertools
 from typing import Any, NamedTuple
 
 from cortex.allocator.knobs import KnobSet, apply_to_request, edge_limit, turn, turned
-from cortex.core import ERROR, OK, CallResult, RunStatus, TraceEntry, Usage
+from cortex.core import CANCELLED, ERROR, OK, REJECTED, CallResult, RunStatus, TraceEntry, Usage
 from cortex.orchestrator.estimates import StageEstimator
 from cortex.orchestrator.run import FanoutState, Run, StageCall
 from cortex.workflow.graph import END, JOIN_FIRST_OK, CompiledWorkflow, Stage
@@ -29,8 +29,6 @@ def _empty() -> Step:
 
 
 DEFAULT_TIMEOUT_FACTOR = 5.0  # a run times out once this many times its SLO has passed
-CANCELLED = "cancelled"  # trace outcome of a call stopped before it finished
-REJECTED = "rejected"    # trace outcome of a call a full queue refused
 
 
 class Orchestrator:

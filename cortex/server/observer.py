@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from cortex.orchestrator.orchestrator import CANCELLED
+from cortex.core import CANCELLED
 from cortex.orchestrator.run import Run, StageCall
 from cortex.server.events import RunEvents
 from cortex.server.metrics import ServerMetrics
