@@ -111,6 +111,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    "that can still meet its SLO (default: strict least-slack order)")
     p.add_argument("--late-last-when-tipped", action="store_true", help="with --late-last: "
                    "only while a pool's queue is mostly late calls (docs/architecture.md)")
+    p.add_argument("--hold-for-memory", action=argparse.BooleanOptionalAction, default=False,
+                   help="sim: a call waits in its pool until an engine's KV memory can "
+                   "take it, instead of in the engine's first-come queue "
+                   "(docs/architecture.md)")
     p.add_argument("--run-timeout-factor", type=_timeout_factor, metavar="F",
                    default=DEFAULT_TIMEOUT_FACTOR, help="a run times out (its calls are "
                    "cancelled) once F x its SLO has passed (default %(default)g)")
@@ -158,7 +162,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 # flags one engine's bench reads and the other's would silently ignore
 ENGINE_ONLY_FLAGS = {
     "sim": ("kv_tokens", "max_seqs", "dbs", "p_fail", "engine_profile", "workload_profile",
-            "shift", "fail_schedule", "catalog_seed", "knobs", "timeline"),
+            "shift", "fail_schedule", "catalog_seed", "knobs", "timeline", "hold_for_memory"),
     "llamacpp": ("cache_mb", "profile_out"),
 }
 

@@ -82,7 +82,7 @@ class Controller:
                  engines: dict[str, list[EngineView]], prepare: Preparer,
                  max_queue: int = 1024, load_bound: int = 2,
                  allocator: Allocator | None = None,
-                 late: LateOrder | None = None) -> None:
+                 late: LateOrder | None = None, hold_for_memory: bool = False) -> None:
         self.orchestrator = orchestrator
         self.layout = layout
         self.prepare = prepare
@@ -92,7 +92,8 @@ class Controller:
             router = ROUTERS.get(spec.router)(load_bound=load_bound)
             pool = StagePool(spec.name, spec.stages, SCHEDULERS.get(spec.scheduler), router,
                              max_queue=max_queue,
-                             late=late if spec.scheduler == "slack" else None)
+                             late=late if spec.scheduler == "slack" else None,
+                             hold_for_memory=hold_for_memory)
             views = engines.get(spec.name) or [
                 ExecutorSlot(f"{spec.name}-{i}") for i in range(spec.num_engines)]
             for view in views:

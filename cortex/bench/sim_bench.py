@@ -47,6 +47,7 @@ class SimBenchConfig:
     timeline_bin_s: float = 5.0
     knobs: bool = False             # turn the agent's knobs for runs with negative slack
     late: LateOrder | None = None   # slack pools serve hopeless calls last (StagePool)
+    hold_for_memory: bool = False   # calls wait in the pool until an engine's KV can take them
     timeout_factor: float = DEFAULT_TIMEOUT_FACTOR  # runs time out after this x their SLO
 
     def __post_init__(self) -> None:
@@ -119,7 +120,8 @@ def run_policy(cfg: SimBenchConfig, policy: str, rate: float) -> tuple[dict[str,
                             max_queue=cfg.max_queue, load_bound=cfg.load_bound,
                             allocator=_allocator(cfg, policy, engines,
                                                  lambda: planned_split(cfg, workflow, trace)),
-                            late=cfg.late)
+                            late=cfg.late,
+                            hold_for_memory=cfg.hold_for_memory)
     oracle = OracleCache(cfg.engine.block_size)
     sim = Simulator(controller, engines, workload, workflow.name,
                     on_llm_submit=lambda req: oracle.observe(req.prompt_tokens))
@@ -202,6 +204,7 @@ def run_sim_bench(cfg: SimBenchConfig) -> dict[str, Any]:
         "max_queue": cfg.max_queue, "load_bound": cfg.load_bound,
         "retry_budget": cfg.retry_budget, "late_factor": cfg.late and cfg.late.factor,
         "late_when_tipped": bool(cfg.late and cfg.late.when_tipped),
+        "hold_for_memory": cfg.hold_for_memory,
         "timeout_factor": cfg.timeout_factor,
         "engine_config": cfg.engine.to_dict(),
         "workload_config": cfg.workload.to_dict(),

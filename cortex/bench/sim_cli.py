@@ -46,6 +46,7 @@ def bench_from_args(args: argparse.Namespace) -> dict[str, Any]:
                          max_engines=getattr(args, "max_engines", None),
                          timeline=timeline is not None, knobs=getattr(args, "knobs", False),
                          late=getattr(args, "late", None),
+                         hold_for_memory=getattr(args, "hold_for_memory", False),
                          timeout_factor=getattr(args, "run_timeout_factor",
                                                 DEFAULT_TIMEOUT_FACTOR))
     report = run_sim_bench(cfg)

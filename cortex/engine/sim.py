@@ -104,6 +104,12 @@ class SimEngine:
                   else self.cache.match_prefix(hashes))
         return blocks * self.config.block_size
 
+    def kv_room_tokens(self) -> int:
+        """KV tokens new sequences could take now: free blocks plus cached blocks no
+        running sequence holds (evicted on demand)."""
+        info = self.cache.size_info()
+        return (info.free + info.evictable) * self.config.block_size
+
     @property
     def num_waiting(self) -> int:
         return len(self._waiting)

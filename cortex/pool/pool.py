@@ -87,6 +87,14 @@ class StagePool:
         router: engine-choice policy.
         max_queue: bounded queue; a call beyond it is refused (its run is rejected).
         scan_window: how deep ``dispatch`` looks past calls waiting for a busy engine.
+        hold_for_memory: dispatch a call to an engine only when its KV memory can take
+            the call now (prompt not already cached + ``max_tokens``; engines that say:
+            ``kv_room_tokens()``) and the engine holds no call it cannot run yet. The
+            rest wait in the pool, in scheduler order, and are routed when memory
+            frees, instead of in the engine's own first-come queue, where slack order
+            no longer applies and the cache the router chose the engine for may be
+            evicted before the call runs. An engine with nothing in flight always
+            takes a call. Engines that do not report their room are unaffected.
         late: None: serve strictly in scheduler order. A ``LateOrder``: calls that can
             no longer help their run meet its SLO are served after every call that
             still can (always, or only while the pool has *tipped*: at least
@@ -106,6 +114,7 @@ class StagePool:
     max_queue: int = 1024
     scan_window: int = 64
     late: LateOrder | None = None
+    hold_for_memory: bool = False
     stats: PoolStats = field(default_factory=PoolStats)
     tipped: bool = field(default=False, init=False)  # serving late calls last now
     _slots: dict[str, _EngineSlot] = field(default_factory=dict)
@@ -187,6 +196,7 @@ class StagePool:
             return []
         groups = [self._queue] if self.late is None else self._split_late(now, self.late)
         waiting = dict.fromkeys(live, 0)
+        room = self._kv_room(live) if self.hold_for_memory else {}
         out, kept_groups, scanned = [], [], 0
         for group in groups:
             kept: list[tuple[SortKey, StageCall]] = []
@@ -196,13 +206,17 @@ class StagePool:
                     kept.append(item)
                     continue
                 scanned += 1
-                engine_id = self.router.choose(self._candidates(live, free, waiting, call), call)
-                if engine_id is None or free.get(engine_id, 0) <= 0:
+                candidates = self._candidates(live, free, waiting, call, room)
+                engine_id = self.router.choose(candidates, call)
+                chosen = next((c for c in candidates if c.engine_id == engine_id), None)
+                if chosen is None or chosen.free_slots <= 0:
                     if engine_id is not None:
                         waiting[engine_id] += 1
                     kept.append(item)
                     continue
                 free[engine_id] -= 1
+                if engine_id in room:
+                    room[engine_id] -= self._kv_need(call, live[engine_id].view)
                 live[engine_id].calls[call.call_id] = call
                 call.engine_id, call.started_at = engine_id, now
                 self.stats.queue_wait_s += now - call.queued_at
@@ -231,13 +245,42 @@ class StagePool:
         return [viable, late] if self.tipped else [self._queue]
 
     def _candidates(self, live: dict[str, _EngineSlot], free: dict[str, int],
-                    waiting: dict[str, int], call: StageCall) -> list[Candidate]:
+                    waiting: dict[str, int], call: StageCall, room: dict[str, int]
+                    ) -> list[Candidate]:
         tokens = call.request.prompt_tokens if call.request is not None else None
         model = call.request.model if call.request is not None else None
         use_prefix = self.router.needs_prefix and bool(tokens)
-        return [Candidate(e, len(s.calls) + waiting[e], free[e],
-                          s.view.cached_prefix_len(tokens, model=model) if use_prefix else 0)
-                for e, s in live.items()]
+        out = []
+        for e, s in live.items():
+            slots = free[e]
+            if slots > 0 and e in room and s.calls and room[e] < self._kv_need(call, s.view):
+                slots = 0  # it cannot run the call yet: the call waits here, in order
+            out.append(Candidate(e, len(s.calls) + waiting[e], slots,
+                                 s.view.cached_prefix_len(tokens, model=model)
+                                 if use_prefix else 0))
+        return out
+
+    @staticmethod
+    def _kv_room(live: dict[str, _EngineSlot]) -> dict[str, int]:
+        """KV tokens each memory-reporting engine could give new calls now; 0 for
+        one that already holds calls it cannot run."""
+        room = {}
+        for e, s in live.items():
+            fn = getattr(s.view, "kv_room_tokens", None)
+            if callable(fn):
+                room[e] = 0 if getattr(s.view, "num_waiting", 0) else fn()
+        return room
+
+    @staticmethod
+    def _kv_need(call: StageCall, view: EngineView) -> int:
+        """KV tokens ``call`` would take on ``view``: its prompt beyond the cached
+        prefix, plus its output budget."""
+        request = call.request
+        if request is None:
+            return 0
+        tokens = request.prompt_tokens or []
+        cached = view.cached_prefix_len(tokens, model=request.model) if tokens else 0
+        return len(tokens) - cached + request.params.max_tokens
 
     def finished(self, call: StageCall, prompt_tokens: int, cached_tokens: int | None,
                  service_s: float, met_deadline: bool | None = None) -> None:

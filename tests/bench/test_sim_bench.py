@@ -47,6 +47,23 @@ def test_isolation_wins_under_memory_pressure():
         assert rows["cortex"]["goodput_rps"] > rows[shared]["goodput_rps"]
 
 
+def test_hold_for_memory_keeps_calls_out_of_full_engines_and_loses_none():
+    # Memory-pressed engines: pushed into the engines, calls wait in each engine's own
+    # first-come queue, and the cached prefixes they were routed for are evicted before
+    # they run. Held in the pool, they are routed when memory frees.
+    engine = SimEngineConfig(kv_capacity_tokens=6000)
+    opts = {"policies": ["shared-prefix", "cortex"], "rates": [40.0], "num_requests": 600,
+            "num_engines": 8, "engine": engine}
+    pushed, held = run_sim_bench(small(**opts)), run_sim_bench(small(hold_for_memory=True,
+                                                                     **opts))
+    assert (pushed["config"]["hold_for_memory"], held["config"]["hold_for_memory"]) == (
+        False, True)
+    for a, b in zip(pushed["results"], held["results"], strict=True):
+        assert b["completed"] + b["failed"] + b["rejected"] + b["timed_out"] == 600
+        assert b["prefill_tokens_per_run"] < a["prefill_tokens_per_run"], a["policy"]
+        assert b["goodput_rps"] > a["goodput_rps"], a["policy"]
+
+
 def test_run_timeout_factor_ends_late_runs_at_that_many_slos():
     engine = SimEngineConfig(kv_capacity_tokens=6000)
     opts = {"policies": ["shared-fcfs"], "rates": [40.0], "num_requests": 600,
@@ -95,6 +112,15 @@ def test_cli_rejects_a_run_timeout_before_the_slo(engine, capsys):
         main(["bench", "--engine", engine, "--run-timeout-factor", "0.5", "--requests", "5"])
     assert info.value.code == 2
     assert "--run-timeout-factor: must be a number >= 1" in capsys.readouterr().err
+
+
+def test_cli_hold_for_memory_is_a_sim_flag(tmp_path, capsys):
+    out = tmp_path / "hold.json"
+    assert main(["bench", "--engine", "sim", "--engines", "2", "--requests", "20",
+                 "--hold-for-memory", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["config"]["hold_for_memory"] is True
+    assert main(["bench", "--engine", "llamacpp", "--hold-for-memory", "--requests", "5"]) == 2
+    assert "--hold-for-memory only applies to --engine sim" in capsys.readouterr().err
 
 
 def test_cli_seeds_runs_each_trace_and_reports_means_and_ratios(tmp_path, capsys):

@@ -215,3 +215,73 @@ def test_prefix_affinity_asks_engines_about_the_requests_model():
 def test_late_order_refuses_a_factor_that_is_not_a_number_at_least_zero(factor):
     with pytest.raises(ValueError, match="late-last factor must be a number >= 0"):
         LateOrder(factor)
+
+
+class MemoryView(FakeView):
+    """A view that reports its KV room (``kv_room_tokens``) and the calls it holds but
+    cannot run yet (``num_waiting``), as a simulated engine does."""
+
+    def __init__(self, engine_id: str, room: int, cached: int = 0, waiting: int = 0,
+                 max_concurrency: int = 16) -> None:
+        super().__init__(engine_id, cached, max_concurrency)
+        self.room, self.num_waiting = room, waiting
+
+    def kv_room_tokens(self) -> int:
+        return self.room
+
+
+def memory_call(call_id: str, prompt: int, slack_key: float = 0.0):
+    call = make_call(call_id, slack_key=slack_key, tokens=list(range(prompt)))
+    call.request.params.max_tokens = 100
+    return call
+
+
+def test_hold_for_memory_keeps_calls_in_the_pool_until_the_engine_can_run_them():
+    view = MemoryView("e0", room=700)
+    p = pool("slack", views=[view])
+    p.hold_for_memory = True
+    p.submit(memory_call("a", 400, slack_key=1.0), 0.0)   # needs 500 tokens
+    p.submit(memory_call("b", 400, slack_key=2.0), 0.0)   # 500 more: does not fit
+    assert [d.call.call_id for d in p.dispatch(0.0)] == ["a"]
+    assert [c.call_id for c in p.queued()] == ["b"]
+    view.room = 200  # the engine took a
+    # A tighter call arrives while memory is short: it overtakes b when memory frees,
+    # which the engine's own first-come queue could not have done.
+    p.submit(memory_call("urgent", 400, slack_key=0.5), 0.1)
+    assert p.dispatch(0.2) == []
+    p.finished(p.dispatched("e0")[0], 400, 0, 1.0)
+    view.room = 700
+    assert [d.call.call_id for d in p.dispatch(1.0)] == ["urgent"]
+    assert [c.call_id for c in p.queued()] == ["b"]  # nothing is dropped
+
+
+def test_without_hold_for_memory_every_free_slot_takes_a_call():
+    p = pool("slack", views=[MemoryView("e0", room=700)])
+    for name in ("a", "b", "c"):
+        p.submit(memory_call(name, 400), 0.0)
+    assert len(p.dispatch(0.0)) == 3
+
+
+def test_hold_for_memory_counts_the_cached_prefix_and_spares_idle_and_silent_engines():
+    warm = MemoryView("warm", room=300, cached=400)    # 400 cached: needs 0 + 100
+    idle = MemoryView("idle", room=0)                  # nothing in flight: always one call
+    silent = FakeView("silent", max_concurrency=4)     # reports no room: unaffected
+    for views, expected in (([warm], ["a", "b", "c"]), ([idle], ["a"]),
+                            ([silent], ["a", "b", "c"])):
+        p = pool(views=views)
+        p.hold_for_memory = True
+        for name in ("a", "b", "c"):
+            p.submit(memory_call(name, 400), 0.0)
+        assert [d.call.call_id for d in p.dispatch(0.0)] == expected, views[0].engine_id
+
+
+def test_hold_for_memory_sends_nothing_to_an_engine_already_holding_calls():
+    busy = MemoryView("busy", room=10_000, waiting=2)
+    free = MemoryView("free", room=10_000)
+    p = pool(views=[busy, free])
+    p.hold_for_memory = True
+    p.submit(memory_call("a", 400), 0.0)
+    p.submit(memory_call("b", 400), 0.0)
+    p.dispatch(0.0)   # busy is empty of calls here: it may take one
+    p.submit(memory_call("c", 400), 0.0)
+    assert [d.engine_id for d in p.dispatch(0.1)] == ["free"]
