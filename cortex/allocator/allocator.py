@@ -20,7 +20,7 @@ from typing import Any
 
 from cortex.allocator.policy import BaseAllocationPolicy, build_policy
 from cortex.allocator.scaling import BaseEngineProvider
-from cortex.allocator.signals import LoadMonitor, kv_live, kv_usage, num_waiting
+from cortex.allocator.signals import LoadMonitor, kv_live, kv_usage
 from cortex.allocator.state import AllocatorConfig, Assignment, ColdStats
 from cortex.allocator.timeline import Timeline
 from cortex.allocator.types import (
@@ -32,7 +32,7 @@ from cortex.allocator.types import (
     PoolLoad,
 )
 from cortex.core import Usage
-from cortex.engine.base import EngineView
+from cortex.engine.base import EngineView, num_waiting
 from cortex.orchestrator.run import StageCall
 from cortex.pool.pool import StagePool
 

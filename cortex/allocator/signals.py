@@ -83,14 +83,6 @@ def _kv_share(view: object, method: str, blocks: Callable[[SizeInfo], int]) -> f
     return blocks(info) / info.total if info.total else None
 
 
-def num_waiting(view: object) -> int:
-    """Calls an engine holds but cannot run yet (a simulated engine whose KV memory is
-    full); 0 when the backend does not say."""
-    value = getattr(view, "num_waiting", 0)  # a property on ``SimEngine``
-    value = value() if callable(value) else value
-    return value if isinstance(value, int) else 0
-
-
 class LoadMonitor:
     """Args:
         alpha: EWMA weight of the newest window in the fast average and the cost

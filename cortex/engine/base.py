@@ -50,6 +50,14 @@ class ContextLengthExceeded(EngineRequestError):
         self.n_ctx = n_ctx
 
 
+def num_waiting(view: object) -> int:
+    """Calls an engine holds but cannot run yet (a simulated engine whose KV memory is
+    full; a remote server's last ``/metrics`` read); 0 when the backend does not say."""
+    value = getattr(view, "num_waiting", 0)  # a property on ``SimEngine``
+    value = value() if callable(value) else value
+    return value if isinstance(value, int) else 0
+
+
 def served_models(view: object) -> tuple[str, ...] | None:
     """The models an engine serves by name (``models``, e.g. llama.cpp with
     ``extra_models``), or None for engines that take any name (remote servers,

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
-from cortex.engine.base import EngineView
+from cortex.engine.base import EngineView, num_waiting
 from cortex.orchestrator.run import StageCall
 from cortex.pool.router import BaseRouter, Candidate
 from cortex.pool.scheduler import Scheduler, SortKey
@@ -206,7 +206,7 @@ class StagePool:
                     kept.append(item)
                     continue
                 scanned += 1
-                candidates = self._candidates(live, free, waiting, call, room)
+                candidates, need = self._candidates(live, free, waiting, call, room)
                 engine_id = self.router.choose(candidates, call)
                 chosen = next((c for c in candidates if c.engine_id == engine_id), None)
                 if chosen is None or chosen.free_slots <= 0:
@@ -216,7 +216,7 @@ class StagePool:
                     continue
                 free[engine_id] -= 1
                 if engine_id in room:
-                    room[engine_id] -= self._kv_need(call, live[engine_id].view)
+                    room[engine_id] -= need.get(engine_id, 0)
                 live[engine_id].calls[call.call_id] = call
                 call.engine_id, call.started_at = engine_id, now
                 self.stats.queue_wait_s += now - call.queued_at
@@ -246,19 +246,27 @@ class StagePool:
 
     def _candidates(self, live: dict[str, _EngineSlot], free: dict[str, int],
                     waiting: dict[str, int], call: StageCall, room: dict[str, int]
-                    ) -> list[Candidate]:
-        tokens = call.request.prompt_tokens if call.request is not None else None
-        model = call.request.model if call.request is not None else None
+                    ) -> tuple[list[Candidate], dict[str, int]]:
+        """The engines as the router sees them, and the KV tokens ``call`` would take on
+        each engine in ``room`` (its prompt beyond the cached prefix plus ``max_tokens``).
+        An engine whose room is short shows no free slot (unless it is idle): the call
+        waits here, in order."""
+        request = call.request
+        tokens = (request.prompt_tokens or []) if request is not None else []
+        model = request.model if request is not None else None
         use_prefix = self.router.needs_prefix and bool(tokens)
-        out = []
+        out, need = [], {}
         for e, s in live.items():
             slots = free[e]
-            if slots > 0 and e in room and s.calls and room[e] < self._kv_need(call, s.view):
-                slots = 0  # it cannot run the call yet: the call waits here, in order
+            cached = (s.view.cached_prefix_len(tokens, model=model)
+                      if tokens and (use_prefix or e in room) else 0)
+            if e in room and request is not None:
+                need[e] = len(tokens) - cached + request.params.max_tokens
+                if slots > 0 and s.calls and room[e] < need[e]:
+                    slots = 0
             out.append(Candidate(e, len(s.calls) + waiting[e], slots,
-                                 s.view.cached_prefix_len(tokens, model=model)
-                                 if use_prefix else 0))
-        return out
+                                 cached if use_prefix else 0))
+        return out, need
 
     @staticmethod
     def _kv_room(live: dict[str, _EngineSlot]) -> dict[str, int]:
@@ -268,19 +276,8 @@ class StagePool:
         for e, s in live.items():
             fn = getattr(s.view, "kv_room_tokens", None)
             if callable(fn):
-                room[e] = 0 if getattr(s.view, "num_waiting", 0) else fn()
+                room[e] = 0 if num_waiting(s.view) else fn()
         return room
-
-    @staticmethod
-    def _kv_need(call: StageCall, view: EngineView) -> int:
-        """KV tokens ``call`` would take on ``view``: its prompt beyond the cached
-        prefix, plus its output budget."""
-        request = call.request
-        if request is None:
-            return 0
-        tokens = request.prompt_tokens or []
-        cached = view.cached_prefix_len(tokens, model=request.model) if tokens else 0
-        return len(tokens) - cached + request.params.max_tokens
 
     def finished(self, call: StageCall, prompt_tokens: int, cached_tokens: int | None,
                  service_s: float, met_deadline: bool | None = None) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from cortex.allocator.signals import kv_usage, num_waiting
+from cortex.allocator.signals import kv_usage
 from cortex.core import EngineRequest, SamplingParams
-from cortex.engine.base import ContextLengthExceeded, EngineError, EngineRequestError
+from cortex.engine.base import ContextLengthExceeded, EngineError, EngineRequestError, num_waiting
 from cortex.engine.openai_remote import OpenAIRemoteConfig, OpenAIRemoteEngine, parse_prometheus
 from tests.factories import free_port, llama_servers
 
